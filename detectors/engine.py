@@ -1,0 +1,385 @@
+"""Detection engine: runs the catalogue over columnar batches of ONE partition and key kind.
+
+Pure numpy/numba (no Faust, no Kafka): the stream worker wraps one engine per (topic,
+partition); ``itdr scan`` drives the very same engines over files. Deterministic: the alerts
+(ids, versions, content) depend only on the sequence of events of the partition, not on batch
+boundaries, so a worker restored from a snapshot and replaying from the snapshot's offset
+produces exactly the alerts of an uninterrupted run.
+
+Per batch:
+1. identity keys (vectorized), watermark, DC learning from KDC / directory events;
+2. string features (cached per distinct string hash);
+3. every enabled detector's kernels -> hits;
+4. hits -> alert lifecycle (exclusions, episodes, deterministic ids, updates);
+5. periodic state expiry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import orjson
+
+from stream.alert import Alert, Entities, Evidence, alert_id, iso_ms
+from stream.errors import StateError
+from stream.schema import KEY_ACCOUNT, KEY_SOURCE, EventBatch, key_hashes
+from stream.settings import DetectionSettings, Exclusions
+
+from .base import REGISTRY, BatchContext, Detector, Hits, load_catalogue
+from .features import T_DC, FeatureComputer, _Matcher
+from .kernels.common import slot_of
+from .state import SlotState
+
+log = logging.getLogger(__name__)
+
+# Events only a domain controller logs: KDC and directory-service events.
+DC_ONLY_EVENTS = np.array([4768, 4769, 4771, 4662, 5136, 5137, 4741, 4742], dtype=np.int32)
+_MAX_LIST = 20
+_MAX_RECORDS = 50
+_EXPIRE_EVERY = 64
+
+
+@dataclass
+class OpenAlert:
+    id: str
+    detector: str
+    entity_key: int
+    entity: str
+    first_ms: int
+    last_ms: int
+    count: int
+    version: int
+    dcs: list[str] = field(default_factory=list)
+    event_ids: list[int] = field(default_factory=list)
+    record_ids: list[int] = field(default_factory=list)
+    entities: dict[str, list[str]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _add_unique(lst: list, v, cap: int = _MAX_LIST) -> None:
+    if v not in ("", None, 0) and v not in lst and len(lst) < cap:
+        lst.append(v)
+
+
+class _ExclusionCheck:
+    def __init__(self, ex: Exclusions):
+        self.accounts = _Matcher(ex.accounts)
+        self.hosts = _Matcher(ex.hosts, host=True)
+        self.ips = set(ex.ips)
+        self.nets = [ipaddress.ip_network(s, strict=False) for s in ex.subnets]
+        self.empty = ex.is_empty()
+
+    def excluded(self, account: str, target_account: str, hosts: Iterable[str], ip: str) -> bool:
+        if self.empty:
+            return False
+        if self.accounts and (self.accounts.match(account) or self.accounts.match(target_account)):
+            return True
+        if self.hosts and any(self.hosts.match(h) for h in hosts if h):
+            return True
+        if ip and (ip in self.ips or (self.nets and _in_nets(ip, self.nets))):
+            return True
+        return False
+
+
+def _in_nets(ip: str, nets) -> bool:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(a in n for n in nets)
+
+
+def enabled_detectors(settings: DetectionSettings) -> list[type[Detector]]:
+    load_catalogue()
+    ids = settings.enabled if settings.enabled is not None else REGISTRY.ids()
+    out = []
+    for did in ids:
+        cls = REGISTRY[did]
+        ov = settings.detectors.get(did)
+        if did in settings.disabled or (ov is not None and not ov.enabled):
+            continue
+        out.append(cls)
+    return out
+
+
+class Engine:
+    """Detection engine for one partition of one key kind (``KEY_ACCOUNT`` / ``KEY_SOURCE``)."""
+
+    def __init__(self, settings: DetectionSettings | None = None, key_kind: int = KEY_ACCOUNT,
+                 partition: int = -1):
+        self.settings = settings or DetectionSettings()
+        self.key_kind = key_kind
+        self.partition = partition
+        kinds = ("account", "none") if key_kind == KEY_ACCOUNT else ("source",)
+        self.detectors: list[Detector] = []
+        for cls in enabled_detectors(self.settings):
+            if cls.key not in kinds:
+                continue
+            ov = self.settings.detectors.get(cls.id)
+            sens = (ov.sensitivity if ov and ov.sensitivity else self.settings.sensitivity)
+            self.detectors.append(cls(sens, ov.params if ov else None))
+        self.by_id = {d.id: d for d in self.detectors}
+        self.features = FeatureComputer(self.settings)
+        self.global_excl = _ExclusionCheck(self.settings.exclude)
+        self.det_excl = {did: _ExclusionCheck(ov.exclude)
+                         for did, ov in self.settings.detectors.items() if not ov.exclude.is_empty()}
+        self.dc_keys = np.zeros(64, dtype=np.uint64)
+        self.dc_names: list[str] = []
+        for h in self.settings.domain_controllers:
+            self._learn_dc(h.lower())
+        self.watermark_ms = 0
+        self.first_ms = 0
+        self.open: dict[tuple[str, int], OpenAlert] = {}
+        self.batches = 0
+        self.events = 0
+        self.hits = 0
+        self.detector_ns: dict[str, int] = {d.id: 0 for d in self.detectors}
+
+    # -- DCs ---------------------------------------------------------------------------------
+    def _learn_dc(self, host: str) -> None:
+        if not host:
+            return
+        if self.features.learn_dc(host):
+            from stream.schema import key_hash
+            self.dc_names.append(host)
+            short = host.split(".", 1)[0]
+            keys = [key_hash(host), key_hash(short)]
+            if len(self.dc_keys) < (np.count_nonzero(self.dc_keys) + len(keys)) * 2:
+                old = self.dc_keys[self.dc_keys != 0]
+                self.dc_keys = np.zeros(len(self.dc_keys) * 4, dtype=np.uint64)
+                for k in old:
+                    slot_of(self.dc_keys, k)
+            for k in keys:
+                slot_of(self.dc_keys, np.uint64(k))
+
+    def _learn_dcs(self, batch: EventBatch) -> None:
+        m = np.isin(batch.event_id, DC_ONLY_EVENTS)
+        if not m.any():
+            return
+        comps = np.unique(batch.computer[m])
+        known = self.features.dc_short
+        for c in comps.tolist():
+            name = batch.string(c)
+            if name and name.split(".", 1)[0] not in known:
+                self._learn_dc(name)
+
+    # -- main --------------------------------------------------------------------------------
+    def process(self, batch: EventBatch) -> list[Alert]:
+        """Run every detector over the batch; returns alerts created or updated."""
+        import time
+        n = batch.n
+        if n == 0:
+            return []
+        self.batches += 1
+        self.events += n
+        t = batch.time_ms
+        bmax = int(t.max())
+        if self.first_ms == 0:
+            self.first_ms = int(t.min())
+        if bmax > self.watermark_ms:
+            self.watermark_ms = bmax
+        self._learn_dcs(batch)
+        sflags = self.features.compute(batch.str_hash, batch.string)
+        learning = self.settings.sensitivity == "high"
+        learn_until = self.first_ms + int(self.settings.learning_days * 86_400_000)
+        ctx = BatchContext(sflags=sflags, key=key_hashes(batch, self.key_kind),
+                           dc_keys=self.dc_keys, watermark_ms=self.watermark_ms,
+                           learning_until_ms=learn_until if learning else 0,
+                           learning=learning)
+        hits = Hits()
+        for d in self.detectors:
+            t0 = time.perf_counter_ns()
+            if d.state is not None:
+                d.state.reserve(n)
+            d.run(batch, ctx, hits)
+            self.detector_ns[d.id] += time.perf_counter_ns() - t0
+        alerts = self._alerts(batch, hits) if len(hits) else []
+        if self.batches % _EXPIRE_EVERY == 0:
+            self.expire()
+        return alerts
+
+    def expire(self) -> int:
+        lateness = int(self.settings.lateness_s * 1000)
+        dropped = 0
+        for d in self.detectors:
+            if d.state is not None:
+                dropped += d.state.expire(self.watermark_ms - d.retention_ms() - lateness)
+        gap = int(self.settings.episode_gap_s * 1000)
+        cutoff = self.watermark_ms - gap - lateness
+        for k in [k for k, a in self.open.items() if a.last_ms < cutoff]:
+            del self.open[k]
+        return dropped
+
+    # -- alerts ------------------------------------------------------------------------------
+    def _entity_display(self, det: Detector, batch: EventBatch, i: int) -> str:
+        if det.key == "source":
+            return (batch.get("src_ip", i) or batch.get("src_host", i) or batch.get("computer", i))
+        if det.key == "none":
+            custom = getattr(det, "entity_display", None)
+            if custom:
+                return custom(batch, i)
+        return batch.get("account", i) or batch.get("computer", i)
+
+    def _alerts(self, batch: EventBatch, hits: Hits) -> list[Alert]:
+        gap = int(self.settings.episode_gap_s * 1000)
+        touched: dict[tuple[str, int], OpenAlert] = {}
+        # process hits in event order (deterministic regardless of detector order)
+        rows = []
+        for did, idx, ent, cnt, first, aux in hits.parts:
+            for j in range(len(idx)):
+                rows.append((int(idx[j]), did, int(ent[j]), int(cnt[j]), int(first[j]),
+                             int(aux[j])))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        for i, did, ent, cnt, first, aux in rows:
+            det = self.by_id[did]
+            account = batch.get("account", i)
+            target = batch.get("target_account", i)
+            src_host = batch.get("src_host", i)
+            hosts = (src_host, batch.get("target_host", i))
+            ip = batch.get("src_ip", i)
+            if self.global_excl.excluded(account, target, hosts, ip):
+                continue
+            ex = self.det_excl.get(did)
+            if ex is not None and ex.excluded(account, target, hosts, ip):
+                continue
+            ts = int(batch.time_ms[i])
+            first_ms = first if first >= 0 else ts
+            key = (did, ent)
+            oa = self.open.get(key)
+            if oa is not None and ts - oa.last_ms <= gap and first_ms >= oa.first_ms - gap:
+                oa.count += 1
+                oa.version += 1
+                oa.last_ms = max(oa.last_ms, ts)
+                oa.first_ms = min(oa.first_ms, first_ms)
+            else:
+                ent_disp = self._entity_display(det, batch, i)
+                oa = OpenAlert(id=alert_id(did, ent_disp, first_ms), detector=did,
+                               entity_key=ent, entity=ent_disp, first_ms=first_ms, last_ms=ts,
+                               count=max(cnt, 1), version=1,
+                               entities={k: [] for k in Entities.model_fields})
+                self.open[key] = oa
+            self.hits += 1
+            self._merge_evidence(oa, det, batch, i, aux, cnt)
+            touched[key] = oa
+        return [self._to_alert(self.by_id[oa.detector], oa) for oa in touched.values()]
+
+    def _merge_evidence(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
+                        aux: int, cnt: int) -> None:
+        g = batch.get
+        _add_unique(oa.dcs, g("computer", i))
+        _add_unique(oa.event_ids, int(batch.event_id[i]))
+        _add_unique(oa.record_ids, int(batch.record_id[i]), _MAX_RECORDS)
+        e = oa.entities
+        _add_unique(e["accounts"], g("account", i))
+        _add_unique(e["accounts"], g("target_account", i))
+        _add_unique(e["hosts"], g("src_host", i))
+        _add_unique(e["hosts"], g("target_host", i))
+        _add_unique(e["ips"], g("src_ip", i))
+        _add_unique(e["spns"], g("service", i))
+        _add_unique(e["groups"], g("group", i))
+        _add_unique(e["objects"], g("object", i))
+        det_details = det.details(batch, i, aux)
+        for k, v in det_details.items():
+            if isinstance(v, list):
+                cur = oa.details.setdefault(k, [])
+                if isinstance(cur, list):
+                    for x in v:
+                        _add_unique(cur, x)
+            else:
+                oa.details[k] = v
+        if aux:
+            oa.details["distinct"] = max(int(oa.details.get("distinct", 0) or 0), aux)
+        fields = {f: g(f, i) for f in ("account", "target_account", "src_ip", "src_host",
+                                        "target_host", "computer", "service", "object",
+                                        "group", "member", "share", "relative_target",
+                                        "service_name", "image_path", "attribute", "value")}
+        fields.update({k: (", ".join(map(str, v)) if isinstance(v, list) else v)
+                       for k, v in oa.details.items()})
+        fields["source"] = fields["src_ip"] or fields["src_host"] or "an unknown source"
+        fields["count"] = oa.count
+        fields["first_seen"] = iso_ms(oa.first_ms)
+        fields["last_seen"] = iso_ms(oa.last_ms)
+        fields["minutes"] = round((oa.last_ms - oa.first_ms) / 60000, 1)
+        fields["event_id"] = int(batch.event_id[i])
+        fields["entity"] = oa.entity
+        oa.description = det.describe(fields)
+
+    def _to_alert(self, det: Detector, oa: OpenAlert) -> Alert:
+        first = iso_ms(oa.first_ms)
+        last = iso_ms(oa.last_ms)
+        return Alert(
+            id=oa.id, version=oa.version, detector=det.id, title=det.title,
+            description=oa.description, severity=det.severity, mitre=list(det.mitre),
+            mdi_alert_id=list(det.mdi_alert_id), key=det.key, entity=oa.entity,
+            entities=Entities(**{k: list(v) for k, v in oa.entities.items()}),
+            evidence=Evidence(count=oa.count, first_seen=first, last_seen=last,
+                              dcs=list(oa.dcs), event_ids=sorted(oa.event_ids),
+                              record_ids=list(oa.record_ids), details=dict(oa.details)),
+            first_seen=first, last_seen=last, first_seen_ms=oa.first_ms,
+            last_seen_ms=oa.last_ms, next_steps=list(det.next_steps))
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def state_bytes(self) -> int:
+        return sum(d.state.nbytes() for d in self.detectors if d.state is not None) + \
+            self.dc_keys.nbytes
+
+    def snapshot(self) -> bytes:
+        """Exact, self-describing snapshot of this engine's state."""
+        head = {"v": 1, "key_kind": self.key_kind, "partition": self.partition,
+                "watermark_ms": self.watermark_ms, "first_ms": self.first_ms,
+                "dcs": self.dc_names, "batches": self.batches,
+                "open": [oa.to_dict() for oa in self.open.values()],
+                "states": [d.id for d in self.detectors if d.state is not None]}
+        parts = [orjson.dumps(head)]
+        for d in self.detectors:
+            if d.state is not None:
+                parts.append(d.state.to_bytes())
+        return b"".join(struct.pack("<I", len(p)) + p for p in parts)
+
+    def restore(self, data: bytes) -> None:
+        try:
+            parts = []
+            off = 0
+            while off < len(data):
+                (ln,) = struct.unpack_from("<I", data, off)
+                off += 4
+                parts.append(data[off:off + ln])
+                off += ln
+            head = orjson.loads(parts[0])
+        except (struct.error, orjson.JSONDecodeError, IndexError) as e:
+            raise StateError(f"corrupt engine snapshot: {e}") from e
+        if head.get("v") != 1 or head.get("key_kind") != self.key_kind:
+            raise StateError("snapshot is for another engine kind or version")
+        self.watermark_ms = head["watermark_ms"]
+        self.first_ms = head["first_ms"]
+        self.batches = head.get("batches", 0)
+        for h in head["dcs"]:
+            self._learn_dc(h)
+        self.open = {}
+        for od in head["open"]:
+            oa = OpenAlert(**od)
+            self.open[(oa.detector, oa.entity_key)] = oa
+        for did, blob in zip(head["states"], parts[1:]):
+            d = self.by_id.get(did)
+            if d is not None and d.state is not None:
+                d.state = SlotState.from_bytes(d.STATE, blob)
+
+
+class EnginePair:
+    """Both engines for one partition number (by-account and by-source)."""
+
+    def __init__(self, settings: DetectionSettings | None = None, partition: int = -1):
+        self.account = Engine(settings, KEY_ACCOUNT, partition)
+        self.source = Engine(settings, KEY_SOURCE, partition)
+
+    def for_kind(self, kind: int) -> Engine:
+        return self.account if kind == KEY_ACCOUNT else self.source

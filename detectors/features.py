@@ -1,0 +1,203 @@
+"""String features: predicates evaluated once per *distinct string*, not per event.
+
+Kernels cannot run regexes or substring tests. Instead, every string in a batch's string table
+gets a uint64 bit field (``ctx.sflags[string_index]``) computed in Python the first time its
+hash is seen (then cached by hash), and kernels test bits: ``sflags[col[i]] & SUSP_IMAGE``.
+
+Bits 0..15 are configuration tags (honeytoken, sensitive, DC, sync account, admin host ...),
+bits 16..63 are static predicates registered by detector modules with :func:`string_feature`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from typing import Callable
+
+import numpy as np
+
+from stream.settings import DetectionSettings
+
+# -- configuration tags ----------------------------------------------------------------------
+T_HONEYTOKEN = np.uint64(1 << 0)        # account name tagged honeytoken
+T_SENSITIVE_ACCOUNT = np.uint64(1 << 1)  # sensitive account (config or built-in admin names)
+T_SENSITIVE_GROUP = np.uint64(1 << 2)   # sensitive group (built-in list + config), name or SID
+T_SENSITIVE_HOST = np.uint64(1 << 3)
+T_DC = np.uint64(1 << 4)                # DC host name (fqdn/short) or DC machine account
+T_SYNC_ACCOUNT = np.uint64(1 << 5)      # directory-sync account (config)
+T_ADMIN_HOST = np.uint64(1 << 6)        # admin workstation / jump host (config)
+T_MACHINE_NAME = np.uint64(1 << 7)      # looks like a machine account (`name$`)
+T_LOOPBACK = np.uint64(1 << 8)          # loopback / local IP or '::1'
+T_ANONYMOUS = np.uint64(1 << 9)         # anonymous logon / S-1-5-7
+
+# Built-in sensitive groups (names as normalized: lower case, no domain) and RIDs/SIDs.
+SENSITIVE_GROUP_NAMES = frozenset({
+    "domain admins", "enterprise admins", "schema admins", "administrators",
+    "account operators", "server operators", "backup operators", "print operators",
+    "dnsadmins", "group policy creator owners", "enterprise key admins", "key admins",
+    "domain controllers", "read-only domain controllers", "cert publishers",
+    "exchange trusted subsystem", "exchange windows permissions", "organization management",
+    "remote desktop users", "protected users", "cryptographic operators",
+    "distributed com users", "incoming forest trust builders", "remote management users",
+})
+SENSITIVE_RIDS = ("-512", "-518", "-519", "-520", "-526", "-527", "-516", "-498", "-1101",
+                  "-1102")
+SENSITIVE_BUILTIN_SIDS = frozenset({"s-1-5-32-544", "s-1-5-32-548", "s-1-5-32-549",
+                                    "s-1-5-32-550", "s-1-5-32-551", "s-1-5-32-580",
+                                    "s-1-5-32-562", "s-1-5-32-569"})
+
+_STATIC: list[tuple[str, np.uint64, Callable[[str], bool]]] = []
+_NEXT_BIT = [16]
+
+
+def string_feature(name: str, predicate: Callable[[str], bool]) -> np.uint64:
+    """Register a static string predicate (called with the *lower-cased* string); returns
+    its bit. Idempotent per name."""
+    for n, bit, _ in _STATIC:
+        if n == name:
+            return bit
+    if _NEXT_BIT[0] >= 64:
+        raise RuntimeError("out of string feature bits (max 48 static features)")
+    bit = np.uint64(1 << _NEXT_BIT[0])
+    _NEXT_BIT[0] += 1
+    _STATIC.append((name, bit, predicate))
+    return bit
+
+
+def contains_any(*needles: str) -> Callable[[str], bool]:
+    n = tuple(x.lower() for x in needles)
+    return lambda s: any(x in s for x in n)
+
+
+def feature_names() -> dict[str, int]:
+    return {n: int(b) for n, b, _ in _STATIC}
+
+
+def _name_part(s: str) -> str:
+    return s.rsplit("\\", 1)[-1].split("@", 1)[0]
+
+
+def _short_host(s: str) -> str:
+    return s.split(".", 1)[0]
+
+
+class _Matcher:
+    """Case-insensitive name matcher: exact `domain\\name`, bare name, or glob."""
+
+    def __init__(self, patterns: list[str], host: bool = False):
+        self.exact: set[str] = set()
+        self.globs: list[str] = []
+        self.host = host
+        for p in patterns:
+            p = p.strip().lower()
+            if not p:
+                continue
+            if any(c in p for c in "*?["):
+                self.globs.append(p)
+            else:
+                self.exact.add(p)
+                if host:
+                    self.exact.add(_short_host(p))
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.globs)
+
+    def match(self, s: str) -> bool:
+        if not s:
+            return False
+        cands = {s, _name_part(s)}
+        if self.host:
+            cands.add(_short_host(s))
+            cands.add(_short_host(_name_part(s)).rstrip("$"))
+        if cands & self.exact:
+            return True
+        return any(fnmatch.fnmatchcase(c, g) for c in cands for g in self.globs)
+
+
+class FeatureComputer:
+    """Computes and caches the flags of strings, by 64-bit hash."""
+
+    def __init__(self, settings: DetectionSettings):
+        self.settings = settings
+        self.honey = _Matcher(settings.honeytoken_accounts)
+        self.sens_acc = _Matcher(settings.sensitive_accounts)
+        self.sens_grp = _Matcher(settings.sensitive_groups)
+        self.sens_host = _Matcher(settings.sensitive_hosts, host=True)
+        self.sync = _Matcher(settings.sync_accounts)
+        self.admin = _Matcher(settings.admin_hosts, host=True)
+        self.dc_short: set[str] = {_short_host(h.lower()) for h in settings.domain_controllers}
+        self._cache: dict[int, int] = {}
+
+    def learn_dc(self, host: str) -> bool:
+        """Add a DC host name; returns True if new (clears the cache)."""
+        short = _short_host(host.lower())
+        if not short or short in self.dc_short:
+            return False
+        self.dc_short.add(short)
+        self._cache.clear()
+        return True
+
+    def flags_of(self, s: str) -> int:
+        low = s.lower()
+        f = 0
+        if not low:
+            return 0
+        name = _name_part(low)
+        if self.honey and self.honey.match(low):
+            f |= int(T_HONEYTOKEN)
+        if self.sens_acc and self.sens_acc.match(low):
+            f |= int(T_SENSITIVE_ACCOUNT)
+        if (name in SENSITIVE_GROUP_NAMES or low in SENSITIVE_BUILTIN_SIDS
+                or (low.startswith("s-1-5-21-") and low.endswith(SENSITIVE_RIDS))
+                or (self.sens_grp and self.sens_grp.match(low))):
+            f |= int(T_SENSITIVE_GROUP)
+        if self.sens_host and self.sens_host.match(low):
+            f |= int(T_SENSITIVE_HOST)
+        if self.dc_short:
+            cand = _short_host(name).rstrip("$")
+            if cand in self.dc_short and (name.endswith("$") or "\\" not in low):
+                f |= int(T_DC)
+        if self.sync and self.sync.match(low):
+            f |= int(T_SYNC_ACCOUNT)
+        if self.admin and self.admin.match(low):
+            f |= int(T_ADMIN_HOST)
+        if name.endswith("$"):
+            f |= int(T_MACHINE_NAME)
+        if low in ("127.0.0.1", "::1", "-", "localhost") or low.startswith("::ffff:127."):
+            f |= int(T_LOOPBACK)
+        if name in ("anonymous logon", "anonymous") or low == "s-1-5-7":
+            f |= int(T_ANONYMOUS)
+        for _, bit, pred in _STATIC:
+            try:
+                if pred(low):
+                    f |= int(bit)
+            except Exception:  # a predicate must never stop the pipeline
+                pass
+        return f
+
+    def compute(self, str_hash: np.ndarray, strings_at: Callable[[int], str]) -> np.ndarray:
+        """Flags per string-table entry; ``strings_at(i)`` decodes entry i (misses only)."""
+        cache = self._cache
+        hs = str_hash.tolist()
+        out = np.zeros(len(hs), dtype=np.uint64)
+        get = cache.get
+        for i, h in enumerate(hs):
+            if h == 0:
+                continue
+            v = get(h)
+            if v is None:
+                v = self.flags_of(strings_at(i))
+                cache[h] = v
+            if v:
+                out[i] = v
+        if len(cache) > 2_000_000:
+            cache.clear()
+        return out
+
+
+def ip_in_subnets(ip: str, nets: list[ipaddress._BaseNetwork]) -> bool:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(a in n for n in nets)

@@ -1,0 +1,185 @@
+"""Shared numba kernels: open-addressing key table, sliding windows, distinct counts.
+
+Pure ``numba.njit`` functions over numpy arrays: no Python objects, no I/O. Every stateful
+detector is built from these so that state layout, expiry and snapshotting are uniform.
+
+Conventions
+-----------
+* A key table is a ``uint64`` array of power-of-two capacity; 0 marks an empty slot (key 0 is
+  remapped to 1 by :func:`norm_key`). Linear probing; no deletion (expiry rebuilds the table,
+  see ``detectors/state.py``). Callers guarantee load <= 0.5 before a batch (the engine grows
+  tables ahead of each batch), so a probe always terminates.
+* Times are event-time milliseconds (int64).
+* Windows are *true sliding* windows evaluated on event time, independent of arrival order:
+  :func:`ring_max_in_window` answers "is there a window of length W containing t with at least
+  N events", so out-of-order events inside the retained ring are handled exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+EMPTY = np.uint64(0)
+
+
+@njit(cache=True, inline="always")
+def norm_key(k):
+    return k if k != 0 else np.uint64(1)
+
+
+@njit(cache=True)
+def slot_of(keys, k):
+    """Slot of key ``k`` in table ``keys`` (inserting it if absent)."""
+    k = norm_key(k)
+    mask = np.uint64(len(keys) - 1)
+    i = np.int64((k ^ (k >> np.uint64(29))) & mask)
+    n = len(keys)
+    while True:
+        cur = keys[i]
+        if cur == k:
+            return i
+        if cur == 0:
+            keys[i] = k
+            return i
+        i += 1
+        if i == n:
+            i = 0
+
+
+@njit(cache=True)
+def find_slot(keys, k):
+    """Slot of key ``k`` or -1 if absent (never inserts)."""
+    k = norm_key(k)
+    mask = np.uint64(len(keys) - 1)
+    i = np.int64((k ^ (k >> np.uint64(29))) & mask)
+    n = len(keys)
+    while True:
+        cur = keys[i]
+        if cur == k:
+            return i
+        if cur == 0:
+            return -1
+        i += 1
+        if i == n:
+            i = 0
+
+
+@njit(cache=True)
+def ring_push(ring_ts, ring_pos, slot, t):
+    """Append time ``t`` to the per-slot ring (``ring_ts[slot]`` of width R)."""
+    r = ring_ts.shape[1]
+    p = ring_pos[slot]
+    ring_ts[slot, p % r] = t
+    ring_pos[slot] = p + 1
+
+
+@njit(cache=True)
+def ring_max_in_window(ring_ts, ring_pos, slot, t, window):
+    """Max number of ring events in any window of length ``window`` that contains ``t``.
+
+    Evaluated on event time (order-independent). Returns (count, first_ts, last_ts) of the
+    best window.
+    """
+    r = ring_ts.shape[1]
+    filled = min(ring_pos[slot], r)
+    buf = np.empty(filled, dtype=np.int64)
+    m = 0
+    for j in range(filled):
+        x = ring_ts[slot, j]
+        if x >= t - window and x <= t + window:
+            buf[m] = x
+            m += 1
+    if m == 0:
+        return 0, t, t
+    v = np.sort(buf[:m])
+    best = 0
+    bf = t
+    bl = t
+    lo = 0
+    for hi in range(m):
+        while v[hi] - v[lo] > window:
+            lo += 1
+        # window [v[lo], v[hi]] must contain t
+        if v[lo] <= t and v[hi] >= t:
+            c = hi - lo + 1
+            if c > best:
+                best = c
+                bf = v[lo]
+                bl = v[hi]
+    return best, bf, bl
+
+
+@njit(cache=True)
+def distinct_push(d_val, d_ts, slot, value, t):
+    """Record ``value`` (uint64) seen at ``t`` in the per-slot distinct set (width D).
+
+    Keeps the latest time per distinct value; when full, replaces the oldest entry.
+    Returns True if the value was new to the set.
+    """
+    width = d_val.shape[1]
+    oldest = 0
+    oldest_ts = d_ts[slot, 0]
+    for j in range(width):
+        v = d_val[slot, j]
+        if v == value:
+            if t > d_ts[slot, j]:
+                d_ts[slot, j] = t
+            return False
+        if v == 0:
+            d_val[slot, j] = value
+            d_ts[slot, j] = t
+            return True
+        if d_ts[slot, j] < oldest_ts:
+            oldest_ts = d_ts[slot, j]
+            oldest = j
+    d_val[slot, oldest] = value
+    d_ts[slot, oldest] = t
+    return True
+
+
+@njit(cache=True)
+def distinct_in_window(d_val, d_ts, slot, t, window):
+    """Distinct values whose (latest) time lies in ``[t - window, t + window]``, the max over
+    windows of length ``window`` containing ``t``. Returns (count, first_ts, last_ts)."""
+    width = d_val.shape[1]
+    buf = np.empty(width, dtype=np.int64)
+    m = 0
+    for j in range(width):
+        if d_val[slot, j] != 0:
+            x = d_ts[slot, j]
+            if x >= t - window and x <= t + window:
+                buf[m] = x
+                m += 1
+    if m == 0:
+        return 0, t, t
+    v = np.sort(buf[:m])
+    best = 0
+    bf = t
+    bl = t
+    lo = 0
+    for hi in range(m):
+        while v[hi] - v[lo] > window:
+            lo += 1
+        if v[lo] <= t and v[hi] >= t:
+            c = hi - lo + 1
+            if c > best:
+                best = c
+                bf = v[lo]
+                bl = v[hi]
+    return best, bf, bl
+
+
+@njit(cache=True)
+def set_contains(keys, k):
+    return find_slot(keys, k) >= 0
+
+
+@njit(cache=True)
+def mix(a, b):
+    """Combine two 64-bit keys into one (entity keys for pairs)."""
+    x = a ^ (b + np.uint64(0x9E3779B97F4A7C15) + (a << np.uint64(6)) + (a >> np.uint64(2)))
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xFF51AFD7ED558CCD)
+    x ^= x >> np.uint64(33)
+    return x

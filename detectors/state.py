@@ -1,0 +1,136 @@
+"""Per-entity detector state: a key table plus named per-slot numpy columns.
+
+Every stateful detector declares its columns (``STATE`` spec) and gets a :class:`SlotState`:
+
+    STATE = {"last": ("i8", ()), "ring": ("i8", (16,)), "pos": ("i8", ())}
+
+* ``keys`` is the open-addressing table (see ``kernels/common.py``); each slot has one row in
+  every column.
+* :meth:`reserve` grows the table (rehash) so that ``n`` more keys fit at load <= 0.5; the
+  engine calls it before every batch, so kernels never see a full table.
+* :meth:`expire` drops slots whose ``last`` column (event-time ms, required) is older than a
+  cutoff; this is how state expires and why 1M active identities stay small.
+* :meth:`to_bytes` / :meth:`from_bytes` give an exact, versioned snapshot.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+from numba import njit
+
+from stream.errors import StateError
+
+from .kernels.common import find_slot, slot_of
+
+_MIN_CAP = 64
+
+
+@njit(cache=True)
+def _rehash(old_keys, new_keys, mapping):
+    for i in range(len(old_keys)):
+        k = old_keys[i]
+        if k != 0:
+            mapping[i] = slot_of(new_keys, k)
+        else:
+            mapping[i] = -1
+
+
+class SlotState:
+    """Key table + per-slot columns for one detector (one engine / partition)."""
+
+    def __init__(self, spec: dict[str, tuple[str, tuple]], capacity: int = _MIN_CAP):
+        if "last" not in spec:
+            spec = {**spec, "last": ("i8", ())}
+        self.spec = spec
+        cap = _MIN_CAP
+        while cap < capacity:
+            cap *= 2
+        self.keys = np.zeros(cap, dtype=np.uint64)
+        self.cols = {name: np.zeros((cap, *shape), dtype=dt) for name, (dt, shape) in spec.items()}
+        self.used = 0
+
+    @property
+    def capacity(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    def count(self) -> int:
+        return int(np.count_nonzero(self.keys))
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes + sum(c.nbytes for c in self.cols.values())
+
+    def reserve(self, n_new: int) -> None:
+        """Ensure ``n_new`` more keys fit with load factor <= 0.5."""
+        used = self.count()
+        need = (used + n_new) * 2
+        if need <= len(self.keys):
+            return
+        cap = len(self.keys)
+        while cap < need:
+            cap *= 2
+        self._resize(cap, keep=None)
+
+    def _resize(self, cap: int, keep: np.ndarray | None) -> None:
+        old_keys = self.keys
+        if keep is not None:
+            old_keys = np.where(keep, old_keys, np.uint64(0))
+        new_keys = np.zeros(cap, dtype=np.uint64)
+        mapping = np.empty(len(old_keys), dtype=np.int64)
+        _rehash(old_keys, new_keys, mapping)
+        src = np.nonzero(mapping >= 0)[0]
+        dst = mapping[src]
+        new_cols = {}
+        for name, col in self.cols.items():
+            nc = np.zeros((cap, *col.shape[1:]), dtype=col.dtype)
+            nc[dst] = col[src]
+            new_cols[name] = nc
+        self.keys = new_keys
+        self.cols = new_cols
+
+    def expire(self, cutoff_ms: int) -> int:
+        """Drop slots last touched before ``cutoff_ms``; returns how many were dropped."""
+        live = self.keys != 0
+        stale = live & (self.cols["last"] < cutoff_ms)
+        n = int(np.count_nonzero(stale))
+        if n == 0:
+            return 0
+        remaining = int(np.count_nonzero(live)) - n
+        cap = _MIN_CAP
+        while cap < remaining * 2:
+            cap *= 2
+        cap = max(cap, _MIN_CAP)
+        self._resize(cap, keep=~stale)
+        return n
+
+    def lookup(self, key: int) -> int:
+        return int(find_slot(self.keys, np.uint64(key)))
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, __keys__=self.keys, **self.cols)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, spec: dict[str, tuple[str, tuple]], data: bytes) -> "SlotState":
+        try:
+            z = np.load(io.BytesIO(data), allow_pickle=False)
+            st = cls(spec)
+            st.keys = z["__keys__"].copy()
+            cols = {}
+            for name in st.cols:
+                cols[name] = z[name].copy()
+                if len(cols[name]) != len(st.keys):
+                    raise StateError(f"state column {name} has wrong length")
+            st.cols = cols
+            return st
+        except (KeyError, ValueError, OSError, struct.error) as e:
+            raise StateError(f"corrupt detector state snapshot: {e}",
+                             fix="delete the state topic entry; the worker will rebuild "
+                             "state from the retained events") from e
