@@ -92,6 +92,18 @@ def config_of(docs: list[dict]) -> dict:
     return yaml.safe_load(cm["data"]["config.yaml"])
 
 
+def pod_config(docs: list[dict], spec: dict) -> dict:
+    """The itdr config file a pod's first container reads (ITDR_CONFIG in the ConfigMap)."""
+    c = spec["containers"][0]
+    path = {e["name"]: e.get("value") for e in c["env"]}["ITDR_CONFIG"]
+    assert c["args"][c["args"].index("--config") + 1] == path
+    mount = [m for m in c["volumeMounts"] if m["name"] == "config"][0]["mountPath"]
+    key = path.removeprefix(mount + "/")
+    cm = one(docs, "ConfigMap", "itdr-openitdr")
+    assert key in cm["data"], f"{path} is not in the ConfigMap"
+    return yaml.safe_load(cm["data"][key])
+
+
 def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
     return [(d["metadata"]["name"], d["spec"]["template"]["spec"])
             for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
@@ -369,6 +381,74 @@ def test_config_loads_with_itdr_settings(values_file, tmp_path, monkeypatch):
     assert s.detection.sensitivity == v["detection"]["sensitivity"]
 
 
+SECRET_VALUES = {"ITDR_KAFKA__SASL_PASSWORD": "sasl-pw", "ITDR_KAFKA__SSL_KEY_PASSWORD": "key-pw",
+                 "ITDR_SINKS__SENTINEL__CLIENT_SECRET": "client-secret",
+                 "ITDR_SINKS__WORKSPACE__URL": "postgresql://itdr:pw@db.example/itdr"}
+
+
+@pytest.mark.parametrize("values_file", CI_FILES, ids=lambda f: f.name)
+def test_each_pod_config_validates_with_its_secret_env(values_file, tmp_path, monkeypatch):
+    """Per pod: the ConfigMap plus the pod's secret env vars load into the product's own
+    models (root Settings, SinksSettings, CollectorSettings), and every secret env var lands
+    in the field it is meant for."""
+    settings = pytest.importorskip("stream.settings")
+    sinks_settings = pytest.importorskip("sinks.settings")
+    coll_settings = pytest.importorskip("collectors.settings")
+    docs = render(ci_values(values_file))
+    for name, spec in pod_specs(docs):
+        cfg_path = tmp_path / f"{name}.yaml"
+        cfg_path.write_text(yaml.safe_dump(pod_config(docs, spec)))
+        for k in list(__import__("os").environ):
+            if k.startswith("ITDR_"):
+                monkeypatch.delenv(k, raising=False)
+        env = _env(spec["containers"][0])
+        secret_env = [n for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})]
+        for n in secret_env:
+            assert n in SECRET_VALUES, f"{name}: unexpected secret env {n}"
+            monkeypatch.setenv(n, SECRET_VALUES[n])
+        s = settings.load_settings(cfg_path)
+        got = {"ITDR_KAFKA__SASL_PASSWORD": s.kafka.sasl_password,
+               "ITDR_KAFKA__SSL_KEY_PASSWORD": s.kafka.ssl_key_password}
+        component = spec["containers"][0]["args"][0]
+        if component == "sink":       # only sink pods get (and validate) sink credentials
+            sinks = sinks_settings.SinksSettings.from_root(s)
+            assert sinks.metrics_port == 9108
+            got["ITDR_SINKS__SENTINEL__CLIENT_SECRET"] = sinks.sentinel.client_secret
+            got["ITDR_SINKS__WORKSPACE__URL"] = sinks.workspace.url
+        for n in secret_env:
+            val = got[n]
+            val = val.get_secret_value() if hasattr(val, "get_secret_value") else val
+            assert val == SECRET_VALUES[n], f"{name}: {n} did not reach its setting"
+        if component == "gateway":
+            coll = coll_settings.collector_settings(s)
+            c = spec["containers"][0]
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            assert (coll.gateway.tcp_port, coll.gateway.http_port) == (ports["tcp"], ports["http"])
+            assert coll.gateway.host == coll.metrics_host == "0.0.0.0"
+            assert coll.metrics_port == ports["metrics"]
+
+
+def test_sentinel_needs_secret_or_managed_identity():
+    err = render_error(merge(MIN, {"sinks": {"sentinel": {"enabled": True, "settings": {
+        "endpoint": "https://dce.example"}}}}))
+    assert "use_managed_identity" in err
+    docs = render(merge(MIN, {"sinks": {"sentinel": {"enabled": True, "settings": {
+        "endpoint": "https://dce.example", "use_managed_identity": True}}}}))
+    env = _env(one(docs, "Deployment", "itdr-openitdr-sink-sentinel")["spec"]["template"][
+        "spec"]["containers"][0])
+    assert "ITDR_SINKS__SENTINEL__CLIENT_SECRET" not in env
+
+
+@pytest.mark.parametrize("settings,msg", [
+    ({"sinks": {"workspace": {"settings": {"url": "postgresql://u:pw@db/itdr"}}}}, "DSN"),
+    ({"sinks": {"sentinel": {"enabled": True, "clientSecret": {"existingSecret": "s"},
+                             "settings": {"client_secret": "hunter2"}}}}, "client_secret"),
+    ({"sinks": {"syslog": {"settings": {"enabled": True}}}}, "sinks.syslog.enabled"),
+])
+def test_inline_secrets_and_enabled_in_settings_rejected(settings, msg):
+    assert msg in render_error(merge(MIN, settings))
+
+
 def test_worker_web_port_matches_container_port():
     docs = render(merge(MIN, {"worker": {"webPort": 7070}}))
     spec = one(docs, "Deployment", "itdr-openitdr-worker")["spec"]["template"]["spec"]
@@ -408,13 +488,13 @@ def test_existing_secret_references():
         "name": "openitdr-sentinel", "key": "client-secret"}
     ws = one(docs, "Deployment", "itdr-openitdr-sink-workspace")
     env = _env(ws["spec"]["template"]["spec"]["containers"][0])
-    assert env["ITDR_SINKS__WORKSPACE__DSN"]["valueFrom"]["secretKeyRef"] == {
+    assert env["ITDR_SINKS__WORKSPACE__URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "openitdr-postgres", "key": "dsn"}
     # secrets only where needed
     worker_env = _env(one(docs, "Deployment", "itdr-openitdr-worker")["spec"]["template"][
         "spec"]["containers"][0])
     assert "ITDR_SINKS__SENTINEL__CLIENT_SECRET" not in worker_env
-    assert "ITDR_SINKS__WORKSPACE__DSN" not in worker_env
+    assert "ITDR_SINKS__WORKSPACE__URL" not in worker_env
     # file locations in the config point into the mounted secret
     kafka = config_of(docs)["kafka"]
     assert kafka["ssl_ca_location"] == "/var/run/secrets/openitdr/kafka-tls/ca.crt"
@@ -426,7 +506,8 @@ def test_existing_secret_references():
 def test_no_secret_values_inlined(values_file):
     docs = render(ci_values(values_file))
     assert not by_kind(docs, "Secret")
-    cfg = config_of(docs)
+    cm = one(docs, "ConfigMap", "itdr-openitdr")
+    cfg = [yaml.safe_load(body) for body in cm["data"].values()]
 
     def walk(node, path=""):
         if isinstance(node, dict):
@@ -590,25 +671,36 @@ def test_one_deployment_per_enabled_sink(values_file):
         port = {p["name"]: p["containerPort"] for p in c["ports"]}["metrics"]
         assert env["ITDR_METRICS_PORT"]["value"] == str(port) == str(v["metricsPort"])
     assert sorted(commands) == sorted(enabled)
-    cfg_sinks = set((config_of(docs).get("sinks") or {}).keys())
-    assert cfg_sinks == {k.replace("-", "_") for k in enabled}
+    # worker/gateway config carries no sink section; each sink's own file only its section
+    assert config_of(docs)["sinks"] == {"metrics_port": v["metricsPort"]}
+    for d in sink_deps:
+        name = d["spec"]["template"]["spec"]["containers"][0]["args"][1]
+        cfg_sinks = pod_config(docs, d["spec"]["template"]["spec"])["sinks"]
+        key = name.replace("-", "_")
+        assert set(cfg_sinks) == {"metrics_port", key}
+        if name != "workspace":
+            assert cfg_sinks[key]["enabled"] is True
 
 
 def test_all_sinks_and_none():
     all_on = {k: {"enabled": True} for k in SINK_COMMANDS}
+    all_on["sentinel"]["settings"] = {"use_managed_identity": True}
     docs = render(merge(MIN, {"sinks": all_on}))
     names = {d["metadata"]["name"] for d in by_kind(docs, "Deployment")}
     assert {f"itdr-openitdr-sink-{c}" for c in SINK_COMMANDS.values()} <= names
     none = render(merge(MIN, {"sinks": {k: {"enabled": False} for k in SINK_COMMANDS}}))
     assert not [d for d in by_kind(none, "Deployment") if "-sink-" in d["metadata"]["name"]]
-    assert "sinks" not in config_of(none)
+    assert config_of(none)["sinks"] == {"metrics_port": 9108}
 
 
 def test_sentinel_scenario_settings_rendered():
     f = next(f for f in CI_FILES if "sentinel-enabled" in f.name)
     v = ci_values(f)
-    cfg = config_of(render(v))
-    assert cfg["sinks"]["sentinel"] == v["sinks"]["sentinel"]["settings"]
+    docs = render(v)
+    spec = one(docs, "Deployment", "itdr-openitdr-sink-sentinel")["spec"]["template"]["spec"]
+    cfg = pod_config(docs, spec)
+    assert cfg["sinks"]["sentinel"] == {**v["sinks"]["sentinel"]["settings"], "enabled": True}
+    assert "sentinel" not in config_of(docs)["sinks"]
 
 
 def test_gateway_deployment_and_service():

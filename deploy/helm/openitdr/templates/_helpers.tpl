@@ -134,6 +134,7 @@ The image to use for every OpenITDR container (tag defaults to the chart appVers
 {{/*
 Fixed paths inside the containers.
 */}}
+{{- define "openitdr.configDir" -}}/etc/openitdr{{- end -}}
 {{- define "openitdr.configPath" -}}/etc/openitdr/config.yaml{{- end -}}
 {{- define "openitdr.secretsDir" -}}/var/run/secrets/openitdr{{- end -}}
 {{- define "openitdr.dataDir" -}}/var/lib/openitdr{{- end -}}
@@ -203,6 +204,28 @@ Validation of values that the schema cannot express.
 {{- if and $sasl (not .Values.kafka.sasl.username) -}}
 {{- fail (printf "kafka.securityProtocol %s needs kafka.sasl.username" .Values.kafka.securityProtocol) -}}
 {{- end -}}
+{{- $st := .Values.sinks.sentinel -}}
+{{- if and $st.enabled (not $st.clientSecret.existingSecret) (not $st.settings.use_managed_identity) -}}
+{{- fail "sinks.sentinel needs clientSecret.existingSecret (service principal) or settings.use_managed_identity: true (managed / workload identity)" -}}
+{{- end -}}
+{{- range $key, $s := .Values.sinks -}}
+{{- if hasKey $s.settings "enabled" -}}
+{{- fail (printf "sinks.%s.settings.enabled is not allowed: use sinks.%s.enabled" $key $key) -}}
+{{- end -}}
+{{- end -}}
+{{- range $k := list "client_secret" "url" -}}
+{{- $val := get $.Values.sinks.sentinel.settings $k | default "" | toString -}}
+{{- if and (eq $k "client_secret") $val -}}
+{{- fail "sinks.sentinel.settings.client_secret is not allowed: put it in a Secret and set sinks.sentinel.clientSecret.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+{{- $wurl := get .Values.sinks.workspace.settings "url" | default "" | toString -}}
+{{- if regexMatch "^postgres(ql)?://" $wurl -}}
+{{- fail "sinks.workspace.settings.url must not hold a PostgreSQL DSN (it may contain a password): put the DSN in a Secret and set sinks.workspace.postgresql.existingSecret" -}}
+{{- end -}}
+{{- if and $wurl .Values.sinks.workspace.postgresql.existingSecret -}}
+{{- fail "set either sinks.workspace.settings.url (SQLite path) or sinks.workspace.postgresql.existingSecret, not both" -}}
+{{- end -}}
 {{- $w := .Values.sinks.workspace -}}
 {{- if and $w.enabled (not $w.postgresql.existingSecret) (gt (int $w.replicaCount) 1) -}}
 {{- fail "sinks.workspace.replicaCount > 1 needs PostgreSQL (sinks.workspace.postgresql.existingSecret): SQLite is a single-writer file" -}}
@@ -211,8 +234,13 @@ Validation of values that the schema cannot express.
 
 {{/*
 The itdr YAML configuration (stream/settings.py). Secrets are never rendered here.
+Input: (dict "ctx" $ "sink" "<chart sink key>" ) -- sink "" renders config.yaml (worker,
+gateway) with no sink section; a sink key renders that sink's file with only its own section,
+so a sink pod never needs (or validates) another sink's credentials.
 */}}
 {{- define "openitdr.config" -}}
+{{- $only := .sink -}}
+{{- with .ctx -}}
 {{- $v := .Values -}}
 {{- $kafka := dict "bootstrap_servers" $v.kafka.bootstrapServers "security_protocol" $v.kafka.securityProtocol "client_id" $v.kafka.clientId -}}
 {{- if has $v.kafka.securityProtocol (list "SASL_PLAINTEXT" "SASL_SSL") -}}
@@ -239,20 +267,25 @@ The itdr YAML configuration (stream/settings.py). Secrets are never rendered her
 {{- $_ := set $worker "web_host" "0.0.0.0" -}}
 {{- $_ := set $worker "web_port" (int $v.worker.webPort) -}}
 {{- $_ := set $worker "state_dir" (printf "%s/state" (include "openitdr.dataDir" .)) -}}
-{{- $sinks := dict -}}
+{{- $sinks := deepCopy $v.sinkSettings -}}
+{{- $_ := set $sinks "metrics_port" (int $v.metricsPort) -}}
 {{- range $key, $sink := $v.sinks -}}
-{{- if $sink.enabled -}}
-{{- $_ := set $sinks (include "openitdr.sinkConfigKey" $key) (deepCopy $sink.settings) -}}
+{{- if and $sink.enabled (eq $key $only) -}}
+{{- $s := deepCopy $sink.settings -}}
+{{- if ne $key "workspace" -}}
+{{- $_ := set $s "enabled" true -}}
+{{- end -}}
+{{- $_ := set $sinks (include "openitdr.sinkConfigKey" $key) $s -}}
 {{- end -}}
 {{- end -}}
-{{- $cfg := dict "kafka" $kafka "topics" $topics "detection" $detection "worker" $worker -}}
-{{- if $sinks -}}
-{{- $_ := set $cfg "sinks" $sinks -}}
-{{- end -}}
-{{- if and $v.gateway.enabled $v.gateway.settings -}}
-{{- $_ := set $cfg "collector" (deepCopy $v.gateway.settings) -}}
+{{- $cfg := dict "kafka" $kafka "topics" $topics "detection" $detection "worker" $worker "sinks" $sinks -}}
+{{- if $v.gateway.enabled -}}
+{{- $gw := dict "host" "0.0.0.0" "tcp_port" (int $v.gateway.tcpPort) "http_port" (int $v.gateway.httpPort) -}}
+{{- $forced := dict "metrics_port" (int $v.metricsPort) "metrics_host" "0.0.0.0" "gateway" $gw -}}
+{{- $_ := set $cfg "collector" (merge $forced (deepCopy $v.gateway.settings)) -}}
 {{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -261,6 +294,13 @@ Environment shared by every OpenITDR container.
 {{- define "openitdr.commonEnv" -}}
 - name: ITDR_CONFIG
   value: {{ include "openitdr.configPath" . | quote }}
+{{- include "openitdr.baseEnv" . }}
+{{- end -}}
+
+{{/*
+Environment of every container except ITDR_CONFIG.
+*/}}
+{{- define "openitdr.baseEnv" }}
 - name: ITDR_SECRETS_DIR
   value: {{ include "openitdr.secretsDir" . | quote }}
 - name: NUMBA_CACHE_DIR
