@@ -15,8 +15,11 @@ import ipaddress
 from typing import Callable
 
 import numpy as np
+from numba import njit
 
 from stream.settings import DetectionSettings
+
+from .kernels.common import find_slot, slot_of
 
 # -- configuration tags ----------------------------------------------------------------------
 T_HONEYTOKEN = np.uint64(1 << 0)        # account name tagged honeytoken
@@ -126,7 +129,13 @@ class FeatureComputer:
         self.sync = _Matcher(settings.sync_accounts)
         self.admin = _Matcher(settings.admin_hosts, host=True)
         self.dc_short: set[str] = {_short_host(h.lower()) for h in settings.domain_controllers}
-        self._cache: dict[int, int] = {}
+        self._reset_cache()
+
+    def _reset_cache(self, capacity: int = 1 << 12) -> None:
+        # open-addressing table hash -> flags (numba lookup; misses computed in Python)
+        self._keys = np.zeros(capacity, dtype=np.uint64)
+        self._vals = np.zeros(capacity, dtype=np.uint64)
+        self._count = 0
 
     def learn_dc(self, host: str) -> bool:
         """Add a DC host name; returns True if new (clears the cache)."""
@@ -134,7 +143,7 @@ class FeatureComputer:
         if not short or short in self.dc_short:
             return False
         self.dc_short.add(short)
-        self._cache.clear()
+        self._reset_cache()
         return True
 
     def flags_of(self, s: str) -> int:
@@ -176,23 +185,61 @@ class FeatureComputer:
         return f
 
     def compute(self, str_hash: np.ndarray, strings_at: Callable[[int], str]) -> np.ndarray:
-        """Flags per string-table entry; ``strings_at(i)`` decodes entry i (misses only)."""
-        cache = self._cache
-        hs = str_hash.tolist()
+        """Flags per string-table entry; ``strings_at(i)`` decodes entry i (misses only).
+
+        The cache lookup is one numba pass over the table; only strings never seen before
+        reach Python (``flags_of``).
+        """
+        hs = np.ascontiguousarray(str_hash, dtype=np.uint64)
         out = np.zeros(len(hs), dtype=np.uint64)
-        get = cache.get
-        for i, h in enumerate(hs):
-            if h == 0:
-                continue
-            v = get(h)
-            if v is None:
-                v = self.flags_of(strings_at(i))
-                cache[h] = v
-            if v:
-                out[i] = v
-        if len(cache) > 2_000_000:
-            cache.clear()
+        miss = np.empty(len(hs), dtype=np.int64)
+        m = _cache_lookup(self._keys, self._vals, hs, out, miss)
+        if m:
+            if self._count + m > _CACHE_MAX:
+                self._reset_cache()
+            need = (self._count + m) * 2
+            if need > len(self._keys):
+                cap = len(self._keys)
+                while cap < need:
+                    cap *= 2
+                old_k, old_v = self._keys, self._vals
+                self._keys = np.zeros(cap, dtype=np.uint64)
+                self._vals = np.zeros(cap, dtype=np.uint64)
+                live = old_k != 0
+                _cache_insert(self._keys, self._vals, old_k[live], old_v[live])
+            idx = miss[:m]
+            vals = np.fromiter((self.flags_of(strings_at(i)) for i in idx.tolist()),
+                               dtype=np.uint64, count=m)
+            _cache_insert(self._keys, self._vals, hs[idx], vals)
+            self._count += m
+            out[idx] = vals
         return out
+
+
+_CACHE_MAX = 2_000_000
+
+
+@njit(cache=True)
+def _cache_lookup(keys, vals, hs, out, miss):
+    m = 0
+    for i in range(len(hs)):
+        h = hs[i]
+        if h == 0:
+            continue
+        s = find_slot(keys, h)
+        if s >= 0:
+            out[i] = vals[s]
+        else:
+            miss[m] = i
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def _cache_insert(keys, vals, hs, v):
+    for i in range(len(hs)):
+        s = slot_of(keys, hs[i])
+        vals[s] = v[i]
 
 
 def ip_in_subnets(ip: str, nets: list[ipaddress._BaseNetwork]) -> bool:
