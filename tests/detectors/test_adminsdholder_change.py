@@ -1,0 +1,76 @@
+"""adminsdholder-change: any 5136 write on CN=AdminSDHolder,CN=System."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.scan import OfflinePipeline
+from stream.settings import DetectionSettings, DetectorOverride, Exclusions
+
+DID = "adminsdholder-change"
+T0 = 1_700_000_000_000
+SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
+DC = "dc01.corp.local"
+
+
+def ev(t, eid, **kw):
+    d = {"time_ms": T0 + int(t * 1000), "event_id": eid, "computer": DC,
+         "channel": "security", "account": "corp\\bob"}
+    d.update(kw)
+    return d
+
+
+def run(events, **kw):
+    kw.setdefault("enabled", [DID])
+    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
+    p.feed(sorted(events, key=lambda e: e["time_ms"]))
+    return [a for a in p.finish() if a.detector == DID]
+
+
+def scan_sample(rel):
+    from collectors.files import iter_paths
+    from stream.scan import scan_records
+
+    path = SAMPLES / rel
+    if not path.exists():
+        pytest.skip(f"sample {rel} not available (needs ../shared/samples)")
+    return [a for a in scan_records(iter_paths([str(path)]), DetectionSettings(), 4)
+            if a.detector == DID]
+
+
+needs_samples = pytest.mark.skipif(not SAMPLES.exists(),
+                                   reason="../shared/samples not available")
+
+ASH = "CN=AdminSDHolder,CN=System,DC=corp,DC=local"
+
+
+def test_positive_acl_added_to_adminsdholder():
+    sd = "O:DAG:DAD:PAI(A;;LCRPLORC;;;AU)(A;;GA;;;S-1-5-21-1-2-3-1601)"
+    alerts = run([ev(0, 5136, object=ASH, object_class="container",
+                     attribute="nTSecurityDescriptor", value=sd,
+                     extra='{"OperationType":"%%14675"}'),
+                  ev(0, 5136, object=ASH, object_class="container",
+                     attribute="nTSecurityDescriptor", value=sd,
+                     extra='{"OperationType":"%%14674"}')])
+    assert len(alerts) == 1 and alerts[0].evidence.count == 1   # the delete half is ignored
+    assert alerts[0].evidence.details["rights_granted_to"] == ["s-1-5-21-1-2-3-1601"]
+
+
+def test_fires_on_other_attribute():
+    alerts = run([ev(0, 5136, object=ASH.lower(), attribute="adminDescription", value="x")])
+    assert len(alerts) == 1
+
+
+def test_negative_other_objects():
+    evs = [ev(0, 5136, object="CN=Users,DC=corp,DC=local", attribute="nTSecurityDescriptor",
+              value="O:DA"),
+           ev(1, 5136, object="CN=AdminSDHolderBackup,OU=x,DC=corp,DC=local",
+              attribute="description", value="x")]
+    assert run(evs) == []
+
+
+def test_excluded_actor():
+    assert run([ev(0, 5136, object=ASH, attribute="description", value="x")],
+               exclude=Exclusions(accounts=["bob"])) == []
