@@ -20,9 +20,78 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from stream import wire
-from stream.schema import (KEY_ACCOUNT, KEY_SOURCE, BatchBuilder, account_key_string, key_hash,
+from stream.schema import (KEY_ACCOUNT, KEY_SOURCE, NUMERIC_DEFAULTS, NUMERIC_FIELDS,
+                           STRING_FIELDS, EventBatch, account_key_string, key_hash,
                            source_key_string)
+
+_HASHES: dict[str, int] = {}
+
+
+def cached_key_hash(s: str) -> int:
+    """key_hash with a bounded process-wide cache (accounts, hosts, IPs repeat a lot)."""
+    h = _HASHES.get(s)
+    if h is None:
+        if len(_HASHES) > 1_000_000:
+            _HASHES.clear()
+        h = _HASHES[s] = key_hash(s)
+    return h
+
+
+_NUM = [(f, np.dtype(dt), NUMERIC_DEFAULTS.get(f, 0)) for f, dt in NUMERIC_FIELDS.items()]
+
+
+class BatchBuilder:
+    """Column-at-a-time builder (same :class:`EventBatch` as ``stream.schema.BatchBuilder``,
+    built faster: events are kept as dicts and each column is built in one pass at the end;
+    all-empty string columns cost one ``any()``; string hashes are cached across batches)."""
+
+    __slots__ = ("key_kind", "partition", "events")
+
+    def __init__(self, key_kind: int = KEY_ACCOUNT, partition: int = -1, capacity: int = 4096):
+        self.key_kind = key_kind
+        self.partition = partition
+        self.events: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def add(self, ev: dict) -> None:
+        self.events.append(ev)
+
+    def build(self) -> EventBatch:
+        evs = self.events
+        n = len(evs)
+        numeric = {}
+        for f, dt, d in _NUM:
+            vals = [e.get(f) for e in evs]
+            if d == 0:
+                if not any(vals):
+                    numeric[f] = np.zeros(n, dtype=dt)
+                    continue
+                vals = [0 if v is None else v for v in vals]
+            else:
+                vals = [d if v is None else v for v in vals]
+            numeric[f] = np.array(vals, dtype=dt)
+        intern: dict[str, int] = {"": 0}
+        strcols = np.zeros((len(STRING_FIELDS), n), dtype="<u4")
+        sd = intern.setdefault
+        for j, f in enumerate(STRING_FIELDS):
+            vals = [e.get(f) for e in evs]
+            if not any(vals):
+                continue
+            strcols[j] = [sd(v, len(intern)) if v else 0 for v in vals]
+        table = list(intern)
+        enc = [x.encode("utf-8", "surrogatepass") for x in table]
+        offsets = np.zeros(len(enc) + 1, dtype="<u4")
+        offsets[1:] = np.cumsum([len(b) for b in enc])
+        str_hash = np.array([cached_key_hash(x) for x in table], dtype="<u8")
+        b = EventBatch(n, numeric, strcols, str_hash, offsets, b"".join(enc), self.key_kind,
+                       self.partition)
+        b._strings = table
+        return b
 
 # Event ids consumed by source-keyed detectors (detections.md "Key = source").
 SOURCE_EVENT_IDS = frozenset({4768, 4771, 4776, 4625, 4624, 4648, 4661, 4662, 4798, 4799,

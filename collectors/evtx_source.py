@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +32,7 @@ import orjson
 from stream.errors import ITDRError, ParseError
 
 from .files import EVTX_MAGIC, expand_paths, iter_file_records
+from .normalize import NORMALIZED_EVENT_IDS
 from .records import MAX_RECORD_BYTES, from_evtx_json, from_xml, parse_json_record
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,16 @@ log = logging.getLogger(__name__)
 Item = tuple  # (rec|None, err|None, origin, raw, source_id, position)
 
 MAX_CONSECUTIVE_ERRORS = 10_000
+
+
+_EID_RE = re.compile(r'"EventID":\s*(?:\{[^}]*\}\s*,\s*"#text":\s*|\{"#text":\s*)?(\d+)')
+
+
+def peek_event_id(data: str) -> int | None:
+    """EventID of an ``evtx`` JSON record without parsing it (System comes first):
+    ``"EventID":4624`` or ``"EventID":{"#attributes":{...},"#text":7045}``."""
+    m = _EID_RE.search(data, 0, 2000)
+    return int(m.group(1)) if m else None
 
 
 def _kind(path: Path) -> str:
@@ -162,6 +174,12 @@ class FileSource:
                 continue
             self.records_read += 1
             p = {"record_id": rid, "first_record_id": first}
+            eid = peek_event_id(data)
+            if eid is not None and eid not in NORMALIZED_EVENT_IDS:
+                # fast path: an id the product does not consume -> counted, not parsed
+                self.positions[sid] = p
+                yield {"_eid": eid, "_time_ms": 0}, None, origin, None, sid, p
+                continue
             o = f"{origin}#{rid}"
             try:
                 rec = from_evtx_json(orjson.loads(data))

@@ -44,6 +44,24 @@ def parse_time_ms(v: Any) -> int:
         x = float(v)
         return int(x if x > 1e11 else x * 1000)
     s = str(v).strip()
+    # fast path: "YYYY-MM-DDTHH:MM:SS[.fffffff]Z" (EVTX, WEF, Winlogbeat): the whole-second
+    # prefix is cached, the fraction parsed by hand
+    if len(s) >= 20 and s[-1] == "Z" and s[4] == "-" and s[10] in "T ":
+        base = _tcache.get(s[:19])
+        if base is None:
+            try:
+                dt = datetime.fromisoformat(s[:19].replace(" ", "T"))
+            except ValueError:
+                dt = None
+            if dt is not None:
+                base = int((dt.replace(tzinfo=timezone.utc) - _EPOCH).total_seconds()) * 1000
+                if len(_tcache) > 100_000:
+                    _tcache.clear()
+                _tcache[s[:19]] = base
+        if base is not None:
+            frac = s[20:-1] if s[19] == "." else ""
+            if s[19] in ".Z" and (not frac or frac.isdigit()):
+                return base + (int((frac + "000")[:3]) if frac else 0)
     try:
         if s.endswith("Z"):
             s2 = s[:-1]
@@ -84,6 +102,13 @@ def _flatten_data(data: Any, out: dict) -> None:
         return
     if isinstance(data, dict):
         for k, v in data.items():
+            tv = type(v)
+            if tv is str and k != "Data":          # fast path: named scalar field
+                out[k] = v
+                continue
+            if tv is int and k != "Data":
+                out[k] = str(v)
+                continue
             if k == "#attributes":
                 continue
             if k == "Data":
