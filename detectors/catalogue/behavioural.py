@@ -36,8 +36,8 @@ DAY_MS = 86_400_000
 # ============================================================================================
 
 @njit(cache=True)
-def _abnormal_logon(event_id, logon_type, status, flags, time_ms, ip_h, host_h, acc_f, sid_f,
-                    key, keys, d_val, d_ts, n_ev, hours, last, learning, learn_until,
+def _abnormal_logon(event_id, logon_type, status, flags, time_ms, ip_h, host_h, host_hh,
+                    comp_hh, acc_f, sid_f, key, keys, d_val, d_ts, n_ev, hours, last, learning, learn_until,
                     all_accounts, min_profile, min_hour_events, sens_bits, out_idx, out_aux):
     m = 0
     width = d_val.shape[1]
@@ -59,6 +59,8 @@ def _abnormal_logon(event_id, logon_type, status, flags, time_ms, ip_h, host_h, 
         src = ip_h[i] if ip_h[i] != 0 else host_h[i]
         if src == 0:
             continue
+        if ip_h[i] == 0 and host_hh[i] == comp_hh[i]:
+            continue  # workstation name = the reporting machine itself: a local logon
         t = time_ms[i]
         s = slot_of(keys, key[i])
         if t > last[s]:
@@ -100,8 +102,9 @@ class AbnormalLogon(Detector):
     params = (
         Param("all_accounts", 0, 0, 1, "profile every user account, not only sensitive ones "
               "(sensitive_accounts, honeytokens, built-in Administrator)", "bool"),
-        Param("min_profile_events", 0, 1, 1, "authentications the profile needs before it "
-              "alerts (high: the learning period is the gate)", "events"),
+        Param("min_profile_events", 5, 3, 1, "authentications the account's profile needs "
+              "before a new source is called abnormal (an account never seen has no "
+              "profile)", "events"),
         Param("min_hour_events", 50, 30, 20, "authentications in the profile before the "
               "hour-of-day check applies", "events"),
         Param("profile_days", 30, 30, 30, "how long the profile is kept without activity",
@@ -134,9 +137,12 @@ class AbnormalLogon(Detector):
         out = np.empty(n, np.int64)
         aux = np.empty(n, np.int64)
         sens = np.uint64(int(T_SENSITIVE_ACCOUNT) | int(T_HONEYTOKEN) | int(F_BUILTIN_ADMIN))
-        m = _abnormal_logon(batch.event_id, batch.logon_type, batch.status, batch.flags,
+        ev = batch.event_id
+        cand = ((ev == 4624) | (ev == 4776)) & (batch.src_ip == 0)
+        hh = host_hash_table(batch, ("src_host", "computer"), cand)
+        m = _abnormal_logon(ev, batch.logon_type, batch.status, batch.flags,
                             batch.time_ms, h[batch.src_ip], h[batch.src_host],
-                            sf[batch.account], sf[batch.account_sid], ctx.key, st.keys,
+                            hh[batch.src_host], hh[batch.computer], sf[batch.account], sf[batch.account_sid], ctx.key, st.keys,
                             st["d_val"], st["d_ts"], st["n_ev"], st["hours"], st["last"],
                             ctx.learning, ctx.learning_until_ms, bool(self.p["all_accounts"]),
                             int(self.p["min_profile_events"]), int(self.p["min_hour_events"]),

@@ -60,7 +60,11 @@ def test_negative_learning_period_non_sensitive_and_benign():
                  status=0xC000006A)]                                       # failure
     evs += [auth(10 * DAY + 11 * H, ip="", flags=16)]                     # local
     evs += [auth(10 * DAY + 11 * H, ip="10.0.0.5", lt=5)]                 # service logon
-    assert run(evs, sensitive_accounts=["adm-alice", "carol"]) == []
+    local = auth(10 * DAY + 12 * H, ip="", eid=4776)
+    local["src_host"] = "srv01"                                           # the DC itself
+    evs += [local]
+    evs += [auth(10 * DAY + 12 * H, account="corp\\adm-zed", ip="10.9.9.9")]  # no profile
+    assert run(evs, sensitive_accounts=["adm-alice", "carol", "adm-zed"]) == []
 
 
 def test_low_sensitivity_profiles_every_account():
