@@ -36,6 +36,7 @@ HANDLERS = {
     "config schema": "stream.cli:cmd_config_schema",
     "config check": "stream.cli:cmd_config_check",
     "schema": "stream.cli:cmd_schema",
+    "health": "stream.health:cmd_health",
 }
 
 
@@ -77,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gateway", help="forwarded-events listener (TCP + HTTP) for WEF, "
                        "Winlogbeat, NXLog")
     _common(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--tcp-port", type=int, default=5514)
-    p.add_argument("--http-port", type=int, default=5080)
+    p.add_argument("--host", default=None, help="bind address (default: collector.gateway.host, "
+                   "127.0.0.1)")
+    p.add_argument("--tcp-port", type=int, default=None, help="default 5514")
+    p.add_argument("--http-port", type=int, default=None, help="default 5080")
 
     p = sub.add_parser("replay", help="replay recorded EVTX/JSONL into Kafka at a controlled rate")
     _common(p)
@@ -88,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=0, help="replay at X times recorded speed")
     p.add_argument("--loop", action="store_true")
     p.add_argument("--rebase-time", action="store_true", help="shift timestamps to now")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("health", help="sensor health monitor: heartbeats -> health alerts")
+    _common(p)
+    p.add_argument("--silent-after", type=float, default=300.0, help="seconds without a "
+                   "heartbeat before health-sensor-silent")
+    p.add_argument("--stall-after", type=float, default=300.0, help="seconds of reading "
+                   "without deliveries before health-events-not-analysed")
+    p.add_argument("--audit-window", type=float, default=86400.0, help="seconds a DC sensor "
+                   "reads before missing event ids raise health-audit-policy-gap")
+    p.add_argument("--check-interval", type=float, default=30.0)
+    p.add_argument("--once", action="store_true", help="read available heartbeats, check once")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("worker", help="run a Faust stream worker")

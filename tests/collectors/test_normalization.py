@@ -137,3 +137,17 @@ def test_hostile_xml_is_refused_not_expanded():
     for x in (laughs, xxe):
         with pytest.raises(ParseError, match="hostile XML refused"):
             from_xml(x)
+
+
+def test_live_channel_source_parses_rendered_xml_and_refuses_off_windows():
+    import sys
+
+    from collectors.wineventlog import WinEventLogSource, parse_rendered
+    from stream.errors import ConfigError
+
+    rendered = split_xml_events((FIX / "wef_batch.xml").read_text())[1]   # EvtRender output
+    ev = Normalizer().normalize(parse_rendered(rendered))
+    assert ev["event_id"] == 4769 and ev["account"] == "corp\\alice"
+    if sys.platform != "win32":
+        with pytest.raises(ConfigError, match="need Windows"):
+            WinEventLogSource(["Security"])
