@@ -166,6 +166,16 @@ class FileSource:
                 log.warning("%s: first record id changed (%s -> %s): log cleared or replaced, "
                             "reading it from the start", path, first_known, first)
                 last = 0
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 4096
+        if size > 4096 and (size - 4096) % 65536:
+            # EVTX files hold whole 64 KiB chunks: a partial one is a truncated copy; the
+            # parser skips it silently, so say so (dead-letter) once per file version
+            part = (size - 4096) % 65536
+            yield None, ParseError(f"truncated EVTX: file ends {part} bytes into a chunk; the "
+                                   "records of that chunk cannot be read"), origin, b"", sid, None
         for rid, data, err in iter_evtx_records(str(path), last, self.evtx_threads):
             if first is None and err is None:
                 first = rid
