@@ -231,7 +231,7 @@ class Engine:
 
     def _alerts(self, batch: EventBatch, hits: Hits) -> list[Alert]:
         gap = int(self.settings.episode_gap_s * 1000)
-        touched: dict[tuple[str, int], OpenAlert] = {}
+        touched: dict[str, OpenAlert] = {}  # by alert id: two episodes may close in one batch
         # process hits in event order (deterministic regardless of detector order)
         rows = []
         for did, idx, ent, cnt, first, aux in hits.parts:
@@ -245,6 +245,8 @@ class Engine:
             target = batch.get("target_account", i)
             src_host = batch.get("src_host", i)
             hosts = (src_host, batch.get("target_host", i))
+            if det.key == "none":  # single-event detectors are about the reporting host
+                hosts = hosts + (batch.get("computer", i),)
             ip = batch.get("src_ip", i)
             if self.global_excl.excluded(account, target, hosts, ip):
                 continue
@@ -269,7 +271,7 @@ class Engine:
                 self.open[key] = oa
             self.hits += 1
             self._merge_evidence(oa, det, batch, i, aux, cnt)
-            touched[key] = oa
+            touched[oa.id] = oa
         return [self._to_alert(self.by_id[oa.detector], oa) for oa in touched.values()]
 
     def _merge_evidence(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,

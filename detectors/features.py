@@ -81,7 +81,17 @@ def _name_part(s: str) -> str:
 
 
 def _short_host(s: str) -> str:
+    if _looks_like_ip(s):
+        return s
     return s.split(".", 1)[0]
+
+
+def _looks_like_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+        return True
+    except ValueError:
+        return False
 
 
 class _Matcher:
