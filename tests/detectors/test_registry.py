@@ -55,3 +55,26 @@ def test_registry_rejects_duplicate_ids():
     reg.register(A)
     with pytest.raises(DuplicateDetectorError):
         reg.register(B)
+
+
+def test_detector_reference_doc_is_current():
+    from detectors.cli import catalogue_markdown
+
+    doc = Path(__file__).parents[2] / "docs" / "detectors.md"
+    assert doc.read_text() == catalogue_markdown(), \
+        "docs/detectors.md is stale: run `python -m detectors.cli > docs/detectors.md`"
+
+
+def test_catalogue_matches_the_contract_ids():
+    contract = {
+        "account-enumeration", "samr-recon", "ldap-recon", "smb-session-enumeration",
+        "honeytoken-activity", "brute-force", "password-spray", "kerberoasting",
+        "asrep-roasting", "dcsync", "dpapi-backup-key", "shadow-credentials",
+        "samaccountname-spoofing", "pass-the-hash", "overpass-the-hash", "pass-the-ticket",
+        "remote-execution", "suspicious-service", "coercion", "ntlm-relay", "golden-ticket",
+        "dcshadow", "sensitive-group-change", "sid-history-injection", "adminsdholder-change",
+        "domain-acl-change", "rbcd-change", "delegation-change", "risky-account-change",
+        "dsrm-password-change", "zerologon", "audit-tampering", "abnormal-logon",
+        "lateral-movement-fanout"}
+    assert len(contract) == 34
+    assert set(IDS) == contract
