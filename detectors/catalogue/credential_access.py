@@ -92,7 +92,7 @@ def _password_spray(event_id, status, sub_status, flags, time_ms, acc_hash, tgt_
 class PasswordSpray(Detector):
     id = "password-spray"
     title = "Suspected password spray (many accounts, few passwords)"
-    description = ("{source} failed to authenticate with a wrong password as {distinct} distinct "
+    description = ("{entity} failed to authenticate with a wrong password as {distinct} distinct "
                    "accounts between {first_seen} and {last_seen} (reported by {computer}). "
                    "Accounts include: {accounts}.")
     severity = "medium"
@@ -268,7 +268,7 @@ class Kerberoasting(Detector):
 
     def details(self, batch, i, aux):
         kind = getattr(self, "_kind", {}).get(i, 0)
-        return {"reason": self._REASONS.get(kind, "roasting"),
+        return {"reason": [self._REASONS.get(kind, "roasting")],
                 "spns": [batch.get("service", i)],
                 "encryption": hex(int(batch.ticket_encryption[i]))}
 
@@ -592,8 +592,9 @@ def _nopac(event_id, status, flags, account, target, value, obj, name_hash, dc_n
 class SamAccountNameSpoofing(Detector):
     id = "samaccountname-spoofing"
     title = "Suspicious modification of a sAMAccountName (noPac, CVE-2021-42278/42287)"
-    description = ("{reason}: {account} on {computer} (event {event_id}); {count} related "
-                   "event(s) between {first_seen} and {last_seen}.")
+    description = ("{reason}: {items}. Acting / requesting account {account}, reported by "
+                   "{computer} (event {event_id}); {count} related event(s) between "
+                   "{first_seen} and {last_seen}.")
     severity = "high"
     mitre = ("T1068", "T1558")
     mdi_alert_id = ("2419",)
@@ -671,12 +672,14 @@ class SamAccountNameSpoofing(Detector):
     def details(self, batch, i, aux):
         kind = getattr(self, "_kind", {}).get(i, 0)
         e = int(batch.event_id[i])
-        d = {"reason": self._REASONS.get(kind, "sAMAccountName spoofing")}
+        d = {"reason": [self._REASONS.get(kind, "sAMAccountName spoofing")]}  # all reasons
         if e == 4781:
-            d["renamed"] = [f"{batch.get('target_account', i)} -> {batch.get('value', i)}"]
+            d["items"] = [f"renamed {batch.get('target_account', i)} -> {batch.get('value', i)}"]
         elif e in (4741, 4742):
-            d["renamed"] = [f"{batch.get('target_account', i)} sAMAccountName="
-                            f"{batch.get('object', i)}"]
+            d["items"] = [f"{batch.get('target_account', i)} sAMAccountName set to "
+                          f"{batch.get('object', i)}"]
         else:
-            d["tickets"] = [f"{batch.get('service', i)}"]
+            what = "TGT" if e == 4768 else f"service ticket for {batch.get('service', i)}"
+            d["items"] = [f"{what} issued to {batch.get('account', i)} from "
+                          f"{batch.get('src_ip', i) or 'an unknown address'}"]
         return d

@@ -136,7 +136,7 @@ def _account_enum(event_id, status, sub_status, flags, time_ms, acc_hash, key, k
 class AccountEnumeration(Detector):
     id = "account-enumeration"
     title = "Account enumeration reconnaissance (unknown user names)"
-    description = ("{source} tried {distinct} distinct non-existent account names against the "
+    description = ("{entity} tried {distinct} distinct non-existent account names against the "
                    "domain (Kerberos 0x6 / NTLM 0xC0000064) between {first_seen} and "
                    "{last_seen}; {matched_accounts} other guessed names from the same source "
                    "matched real accounts (wrong password). Names tried include: "
@@ -354,7 +354,7 @@ class SamrRecon(Detector):
         obj = (batch.get("object", i) if e == 4661 else
                batch.get("group", i) or batch.get("group_sid", i) if e == 4799 else
                batch.get("target_account", i))
-        d = {"reason": self._REASONS.get(kind, "enumeration"), "objects": [obj]}
+        d = {"reason": [self._REASONS.get(kind, "enumeration")], "objects": [obj]}
         if kind in (1, 2) or e == 4799:
             d["sensitive_objects"] = [obj]
         return d
@@ -563,7 +563,7 @@ class SmbSessionEnumeration(Detector):
         kind = getattr(self, "_kind", {}).get(i, 0)
         reason = ("session/share enumeration pipe on a domain controller" if kind == 1 else
                   "burst of enumeration pipes: sessions, users, groups and SID lookups")
-        return {"reason": reason, "pipes": [batch.get("relative_target", i).lower()]}
+        return {"reason": [reason], "pipes": [batch.get("relative_target", i).lower()]}
 
 
 # ============================================================================================
