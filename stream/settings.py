@@ -11,6 +11,7 @@ JSON schema; the README table is generated from it). Invalid configuration raise
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import os
 from pathlib import Path
@@ -214,7 +215,26 @@ class Settings(BaseSettings):
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
                                    dotenv_settings, file_secret_settings
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, file_secret_settings
+        # explicit overrides > environment > secret files > YAML file > defaults
+        return (init_settings, env_settings, file_secret_settings,
+                _YamlSource(settings_cls, _YAML_DATA.get()))
+
+
+_YAML_DATA: "contextvars.ContextVar[dict]" = contextvars.ContextVar("itdr_yaml", default={})
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The YAML file's content as the lowest-priority settings source."""
+
+    def __init__(self, settings_cls, data: dict):
+        super().__init__(settings_cls)
+        self.data = data
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
 
 
 def _fmt_loc(loc: tuple) -> str:
@@ -262,14 +282,16 @@ def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Se
             raise ConfigError("top level must be a mapping", location=str(p),
                               fix="start the file with keys like `kafka:` and `detection:`")
         data = loaded
-    data = _deep_merge(data, overrides)
     secrets_dir = os.environ.get("ITDR_SECRETS_DIR")
+    token = _YAML_DATA.set(data)
     try:
         if secrets_dir and Path(secrets_dir).is_dir():
-            return Settings(_secrets_dir=secrets_dir, **data)
-        return Settings(**data)
+            return Settings(_secrets_dir=secrets_dir, **overrides)
+        return Settings(**overrides)
     except ValidationError as e:
         raise config_error_from_validation(e, source) from None
+    finally:
+        _YAML_DATA.reset(token)
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
