@@ -193,6 +193,11 @@ class WorkerSettings(BaseModel):
     snapshot_interval_s: float = Field(5.0, gt=0, description="State snapshot interval.")
     take_max: int = Field(64, ge=1, description="Max Kafka messages per take().")
     state_dir: str = Field(".itdr/state", description="Local state dir (cache only).")
+    instance_id: str | None = Field(None, description="Static group membership id "
+                                    "(Kafka group.instance.id), unique per worker, stable "
+                                    "across restarts (e.g. the StatefulSet pod name): a "
+                                    "restarted worker takes its partitions back at once "
+                                    "instead of waiting for a rebalance. None = dynamic.")
 
 
 class Settings(BaseSettings):
