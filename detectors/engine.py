@@ -146,9 +146,10 @@ class Engine:
 
     # -- DCs ---------------------------------------------------------------------------------
     def _learn_dc(self, host: str) -> None:
-        if not host:
+        if not host or host in self.dc_names:
             return
-        if self.features.learn_dc(host):
+        self.features.learn_dc(host)  # configured DCs are already known to the features
+        if True:
             from stream.schema import key_hash
             self.dc_names.append(host)
             short = host.split(".", 1)[0]
@@ -264,7 +265,8 @@ class Engine:
                 oa.first_ms = min(oa.first_ms, first_ms)
             else:
                 ent_disp = self._entity_display(det, batch, i)
-                oa = OpenAlert(id=alert_id(did, ent_disp, first_ms), detector=did,
+                oa = OpenAlert(id=alert_id(did, f"{ent_disp}|{ent:016x}", first_ms),
+                               detector=did,
                                entity_key=ent, entity=ent_disp, first_ms=first_ms, last_ms=ts,
                                count=max(cnt, 1), version=1,
                                entities={k: [] for k in Entities.model_fields})

@@ -71,6 +71,9 @@ def test_low_sensitivity_profiles_every_account():
     evs = office_profile("corp\\bob", days=2) + [
         auth(2 * DAY + 10 * H, account="corp\\bob", ip="10.9.9.9")]
     assert run(evs) == []
-    assert len(run(evs, sensitivity="low")) == 1
+    low = run(evs, sensitivity="low")
+    # low = test mode: the profile is young, so earlier new sources may alert too; the
+    # anomalous 10.9.9.9 logon must be among them
+    assert any("10.9.9.9" in a.evidence.details.get("sources", []) for a in low)
     assert len(run(evs, learning_days=1, detectors={DID: DetectorOverride(
         params={"all_accounts": 1})})) == 1
