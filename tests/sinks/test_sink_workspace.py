@@ -31,18 +31,6 @@ FAST = {"batching": {"max_records": 50, "max_wait_s": 0.2},
         "retry": {"initial_backoff_s": 0.1, "max_backoff_s": 0.5}}
 
 
-@pytest.fixture
-def pg_schema_dsn(pg_dsn):
-    """The test database with a private schema (search_path) so tests never collide."""
-    schema = f"ws_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in pg_dsn else "?"
-    yield f"{pg_dsn}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
