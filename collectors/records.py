@@ -23,6 +23,7 @@ as Netlogon 5805). Formats:
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,18 +32,37 @@ import orjson
 from stream.errors import ParseError
 
 MAX_RECORD_BYTES = 1 << 20  # 1 MiB per record: larger ones are rejected (DLQ)
+MAX_TIME_MS = 253402300799999  # 9999-12-31T23:59:59.999Z: event times must fit the int64 column
+MAX_DATA_DEPTH = 32  # nesting of EventData/UserData objects (deeper: ParseError, not recursion)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _tcache: dict[str, int] = {}
 
 
+def _time_in_range(ms: int, v: Any) -> int:
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ParseError(f"event time {str(v)[:60]!r} is out of range (1970-01-01 .. "
+                         "9999-12-31 UTC)")
+    return ms
+
+
 def parse_time_ms(v: Any) -> int:
-    """ISO 8601 / 'YYYY-MM-DD HH:MM:SS' (taken as UTC) / epoch number -> ms since epoch."""
-    if v is None or v == "":
-        raise ParseError("missing event time")
+    """ISO 8601 / 'YYYY-MM-DD HH:MM:SS' (taken as UTC) / epoch number -> ms since epoch.
+
+    Raises :class:`ParseError` for a missing, unparseable, non-finite or out-of-range time
+    (before 1970 or after 9999): the result always fits the wire format's int64 column."""
+    if v is None or v == "" or isinstance(v, bool):
+        raise ParseError("missing event time" if not isinstance(v, bool)
+                         else f"event time {v!r} is not a time")
     if isinstance(v, (int, float)):
-        x = float(v)
-        return int(x if x > 1e11 else x * 1000)
+        try:
+            x = float(v)
+        except OverflowError:
+            x = math.inf
+        if not math.isfinite(x):
+            raise ParseError(f"event time {str(v)[:60]!r} is out of range (1970-01-01 .. "
+                             "9999-12-31 UTC)")
+        return _time_in_range(int(x if x > 1e11 else x * 1000), v)
     s = str(v).strip()
     # fast path: "YYYY-MM-DDTHH:MM:SS[.fffffff]Z" (EVTX, WEF, Winlogbeat): the whole-second
     # prefix is cached, the fraction parsed by hand
@@ -60,8 +80,8 @@ def parse_time_ms(v: Any) -> int:
                 _tcache[s[:19]] = base
         if base is not None:
             frac = s[20:-1] if s[19] == "." else ""
-            if s[19] in ".Z" and (not frac or frac.isdigit()):
-                return base + (int((frac + "000")[:3]) if frac else 0)
+            if s[19] in ".Z" and (not frac or (frac.isascii() and frac.isdigit())):
+                return _time_in_range(base + (int((frac + "000")[:3]) if frac else 0), v)
     try:
         if s.endswith("Z"):
             s2 = s[:-1]
@@ -80,13 +100,13 @@ def parse_time_ms(v: Any) -> int:
         dt = datetime.fromisoformat(s2.replace(" ", "T", 1))
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
-        return int((dt - _EPOCH).total_seconds() * 1000)
-    except ValueError as e:
+        return _time_in_range(int((dt - _EPOCH).total_seconds() * 1000), v)
+    except (ValueError, OverflowError) as e:
         raise ParseError(f"unparseable event time {str(v)[:60]!r}: {e}") from None
 
 
 def _to_int(v: Any, what: str) -> int:
-    if isinstance(v, int):
+    if isinstance(v, int) and not isinstance(v, bool):
         return v
     if isinstance(v, dict):
         v = v.get("#text", v.get("value"))
@@ -96,10 +116,12 @@ def _to_int(v: Any, what: str) -> int:
         raise ParseError(f"{what} is not an integer: {str(v)[:40]!r}") from None
 
 
-def _flatten_data(data: Any, out: dict) -> None:
+def _flatten_data(data: Any, out: dict, depth: int = 0) -> None:
     """EVTX-JSON EventData/UserData -> flat keys."""
     if data is None:
         return
+    if depth > MAX_DATA_DEPTH:
+        raise ParseError(f"EventData/UserData nested deeper than {MAX_DATA_DEPTH} levels")
     if isinstance(data, dict):
         for k, v in data.items():
             tv = type(v)
@@ -128,7 +150,7 @@ def _flatten_data(data: Any, out: dict) -> None:
                     out[k] = "" if v["#text"] is None else str(v["#text"])
                 else:
                     # UserData wrapper like {"LogFileCleared": {...}}
-                    _flatten_data(v, out)
+                    _flatten_data(v, out, depth + 1)
             elif isinstance(v, list):
                 out[k] = ", ".join("" if x is None else str(x) for x in v)
             else:
@@ -140,6 +162,11 @@ def _flatten_data(data: Any, out: dict) -> None:
         out["Data0"] = str(data)
 
 
+def _obj(v: Any) -> dict:
+    """``v`` if it is a JSON object, else an empty one (wrong-typed optional sections)."""
+    return v if isinstance(v, dict) else {}
+
+
 def from_evtx_json(ev: dict) -> dict:
     """The ``evtx`` package's JSON (``{"Event": {"System": ..., "EventData": ...}}``)."""
     try:
@@ -147,15 +174,18 @@ def from_evtx_json(ev: dict) -> dict:
         sysd = e["System"]
     except (KeyError, TypeError):
         raise ParseError("not a Windows event: missing Event.System") from None
+    if not isinstance(sysd, dict):
+        raise ParseError(f"not a Windows event: Event.System is a {type(sysd).__name__}, "
+                         "not an object")
     eid = sysd.get("EventID")
     if isinstance(eid, dict):
         eid = eid.get("#text")
     prov = sysd.get("Provider") or {}
-    pattrs = prov.get("#attributes", {}) if isinstance(prov, dict) else {}
+    pattrs = _obj(prov.get("#attributes")) if isinstance(prov, dict) else {}
     tc = sysd.get("TimeCreated") or {}
-    tattrs = tc.get("#attributes", {}) if isinstance(tc, dict) else {}
+    tattrs = _obj(tc.get("#attributes")) if isinstance(tc, dict) else {}
     sec = sysd.get("Security") or {}
-    sattrs = sec.get("#attributes", {}) if isinstance(sec, dict) else {}
+    sattrs = _obj(sec.get("#attributes")) if isinstance(sec, dict) else {}
     rec = {
         "_eid": _to_int(eid, "EventID"),
         "_time_ms": parse_time_ms(tattrs.get("SystemTime")),
@@ -165,9 +195,17 @@ def from_evtx_json(ev: dict) -> dict:
         "_record": _to_int(sysd.get("EventRecordID") or 0, "EventRecordID"),
         "_user_sid": str(sattrs.get("UserID") or ""),
     }
-    _flatten_data(e.get("EventData"), rec)
+    ed = e.get("EventData")
+    if ed.__class__ is dict and "Data" not in ed and "#attributes" not in ed \
+            and "Binary" not in ed and _STR_ONLY.issuperset(map(type, ed.values())):
+        rec.update(ed)      # fast path (Security events): named string fields only
+    else:
+        _flatten_data(ed, rec)
     _flatten_data(e.get("UserData"), rec)
     return rec
+
+
+_STR_ONLY = frozenset({str})
 
 
 def from_winlogbeat(d: dict) -> dict:
@@ -175,24 +213,25 @@ def from_winlogbeat(d: dict) -> dict:
     w = d.get("winlog")
     if not isinstance(w, dict):
         raise ParseError("not a Winlogbeat record: missing winlog object")
-    eid = w.get("event_id", (d.get("event") or {}).get("code"))
+    ecs_event = _obj(d.get("event"))
+    eid = w.get("event_id", ecs_event.get("code"))
     if eid is None:
         raise ParseError("Winlogbeat record without winlog.event_id")
-    t = d.get("@timestamp") or (d.get("event") or {}).get("created")
+    t = d.get("@timestamp") or ecs_event.get("created")
     rec = {
         "_eid": _to_int(eid, "winlog.event_id"),
         "_time_ms": parse_time_ms(t),
-        "_computer": str(w.get("computer_name") or (d.get("host") or {}).get("name") or ""),
+        "_computer": str(w.get("computer_name") or _obj(d.get("host")).get("name") or ""),
         "_channel": str(w.get("channel") or ""),
         "_provider": str(w.get("provider_name") or ""),
         "_record": _to_int(w.get("record_id") or 0, "winlog.record_id"),
-        "_user_sid": str((w.get("user") or {}).get("identifier") or ""),
+        "_user_sid": str(_obj(w.get("user")).get("identifier") or ""),
     }
     for sect in ("event_data", "user_data"):
         ed = w.get(sect)
         if isinstance(ed, dict):
             for k, v in ed.items():
-                if k.startswith("param") and k[5:].isdigit():
+                if k.startswith("param") and k[5:].isascii() and k[5:].isdigit():
                     rec[f"Data{int(k[5:]) - 1}"] = str(v)
                 rec[k] = "" if v is None else (", ".join(map(str, v)) if isinstance(v, list)
                                                 else str(v))
