@@ -29,6 +29,7 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_LOCAL_SOURCE, FLAG
 FLAG_NULL_SUBJECT = 1 << 5  # 4624: SubjectUserSid S-1-0-0 (network logon through NTLM/LSA)
 
 _EMPTY = {"", "-", "%%1793", "null", "none", "n/a"}
+_INT64_MAX = 2**63 - 1  # numeric columns of the wire format are int64
 
 
 def _s(v: Any) -> str:
@@ -342,17 +343,25 @@ class Normalizer:
             time_ms = rec["_time_ms"]
         except KeyError as e:
             raise NormalizationError(f"flat record without {e.args[0]}") from None
+        if type(eid) is not int:
+            raise NormalizationError(f"event id {str(eid)[:40]!r} is not an integer")
         spec = EVENT_TABLE.get(eid)
         if spec is None or not channel_ok(eid, str(rec.get("_channel", "")),
                                           str(rec.get("_provider", ""))):
             self.unknown += 1
             self.unknown_ids[eid] = self.unknown_ids.get(eid, 0) + 1
             return None
-        if not isinstance(time_ms, int) or time_ms < 0:
-            raise NormalizationError(f"event {eid}: bad event time {time_ms!r}")
+        if type(time_ms) is not int or not 0 <= time_ms <= _INT64_MAX:
+            raise NormalizationError(f"event {eid}: bad event time {str(time_ms)[:40]!r}")
+        record_id = rec.get("_record") or 0
+        if type(record_id) is not int:
+            record_id = parse_int(record_id, None)  # type: ignore[arg-type]
+        if record_id is None or not -_INT64_MAX - 1 <= record_id <= _INT64_MAX:
+            raise NormalizationError(f"event {eid}: bad event record id "
+                                     f"{str(rec.get('_record'))[:40]!r} (not a 64-bit integer)")
         computer = norm_host(rec.get("_computer"))
         ev: dict[str, Any] = {
-            "time_ms": time_ms, "record_id": int(rec.get("_record") or 0), "event_id": eid,
+            "time_ms": time_ms, "record_id": record_id, "event_id": eid,
             "computer": computer, "channel": str(rec.get("_channel", "")).lower(),
             "provider": str(rec.get("_provider", "")), "action": spec["action"],
         }
