@@ -203,6 +203,7 @@ def cmd_demo(args) -> int:
     try:
         result = _run(args, sim, workdir, children, prog, t_start, holder)
         _report(args, sim, result, prog)
+        holder["reported"] = True
         if args.keep_running:
             prog.say(f"pipeline left running: bootstrap {holder['broker'].bootstrap}, workspace "
                      f"{args.workspace}; Ctrl-C to stop")
@@ -210,6 +211,9 @@ def cmd_demo(args) -> int:
                 time.sleep(1)
         return 0
     except KeyboardInterrupt:
+        if holder.get("reported"):      # --keep-running: Ctrl-C is the way to stop
+            prog.say("stopping the pipeline")
+            return 0
         prog.say("interrupted; stopping the pipeline")
         return 130
     except (ITDRError, OSError) as e:
@@ -287,7 +291,7 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
                              client_suffix="demo")
     batcher = Batcher(parts, 4096)
     norm = Normalizer()
-    expected = int(sim.events * 1.05) + 300
+    expected = sim.events   # approximate: the generator aims at this many records
     n_rec = n_ev = n_err = 0
     for rec in sim.records():
         n_rec += 1

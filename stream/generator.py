@@ -375,6 +375,20 @@ class DomainSimulator:
                          VirtualAccount="%%1843", TargetLinkedLogonId="0x0",
                          ElevatedToken="%%1842")
 
+    def interactive(self, t, host: Host, acct: Account, ltype: int, ip="127.0.0.1",
+                    ws: str | None = None):
+        """4624 type 2 (console), 7 (unlock) or 10 (RDP) in the Security log of ``host``
+        (workstation logs forwarded with WEF)."""
+        r = self.logon(t, host, acct.sam, NETBIOS, self.sid(acct.rid), ltype, ip,
+                       ws=ws or host.name, proc="User32 ", pkg="Negotiate",
+                       subject=("S-1-5-18", host.sam, NETBIOS, "0x3e7"))
+        r.update(LogonGuid="{" + self._guid() + "}", ProcessId=hex(self.rng.randint(0x200, 0x2000)),
+                 ProcessName="C:\\Windows\\System32\\svchost.exe",
+                 IpPort="0" if ip == "127.0.0.1" else self._port(),
+                 RestrictedAdminMode="%%1843" if ltype == 10 else "-",
+                 ElevatedToken="%%1842" if acct.kind == "admin" else "%%1843")
+        return r
+
     def ntlm(self, t, dc, name, ws, status="0x0"):
         return self._rec(4776, t, dc, PackageName="MICROSOFT_AUTHENTICATION_PACKAGE_V1_0",
                          TargetUserName=name, Workstation=ws, Status=status)
@@ -465,6 +479,9 @@ class DomainSimulator:
                                 status="0x6"))
         out.append(self.tgt(t, dc, u, ws.ip))
         out.append(self.tgs(t + 150, dc, u.sam, ws.ip, ws.sam, ws.rid))
+        out.append(self.interactive(t + 1400, ws, u, 2))
+        if end - t > 5 * HOUR:   # back from lunch: unlock
+            out.append(self.interactive(t + r.randint(3 * HOUR, 5 * HOUR), ws, u, 7))
         out.append(self.tgs(t + 900, dc, u.sam, ws.ip, dc.sam, dc.rid))
         out.append(self.logon(t + 1200, dc, u.sam, NETBIOS, self.sid(u.rid), 3, ws.ip))
         for k, g in enumerate((GPO_DEFAULT_DOMAIN,)):
@@ -478,6 +495,7 @@ class DomainSimulator:
             tr = t + r.randint(10, 60) * MIN
             out.append(self.tgs(tr, dc, u.sam, ws.ip, rds.sam, rds.rid))
             out.append(self.tgt(tr + 2500, dc, u, rds.ip))
+            out.append(self.interactive(tr + 2800, rds, u, 10, ws.ip, ws.name))
             out.append(self.tgs(tr + 3000, dc, u.sam, rds.ip, dc.sam, dc.rid))
         for _ in range(fill):
             tt = r.randint(t + 5 * MIN, max(t + 6 * MIN, end))
@@ -564,7 +582,7 @@ class DomainSimulator:
             if weekend and r.random() > 0.08:
                 continue
             n_work += 1
-        fixed = len(out) + n_work * 9
+        fixed = len(out) + n_work * 11
         fill_per_user = max(0, (budget - fixed) // max(1, n_work))
         for i, u in enumerate(self.users):
             if i == self.victim_i and d == self.attack_day:
@@ -628,6 +646,7 @@ class DomainSimulator:
         end = t + int(r.uniform(8.0, 9.0) * HOUR)
         dc = self.dcs[k % 2]
         out.append(self.tgt(t, dc, a, paw.ip))
+        out.append(self.interactive(t + 1500, paw, a, 2))
         for d2 in self.dcs:
             tt = t + r.randint(1, 30) * MIN
             out.append(self.tgs(tt, dc, a.sam, paw.ip, d2.sam, d2.rid))
