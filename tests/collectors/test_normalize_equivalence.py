@@ -1,0 +1,140 @@
+"""The optimized collector path gives byte-identical output to the reference one.
+
+* ``Normalizer.normalize`` (per-event-id functions compiled from ``EVENT_TABLE``) against
+  ``normalize_reference`` (the generic table walk) on every record of every shared sample
+  file (EVTX and JSON), errors included;
+* the EVTX source's fast path (event-id peek, ``from_evtx_json`` fast EventData path) against
+  a plain reading: ``orjson.loads`` + the generic flattening, record by record;
+* synthetic edge cases (odd types, bad times/ids, wrong channel) without the samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from collectors import records
+from collectors.evtx_source import FileSource, iter_evtx_records
+from collectors.files import iter_file_records
+from collectors.normalize import EVENT_TABLE, Normalizer, normalize_reference
+from stream.errors import ParseError
+
+SAMPLES = Path("/work/shared/samples")
+
+
+def _files() -> list[Path]:
+    return sorted(p for p in SAMPLES.rglob("*") if p.is_file()
+                  and p.suffix.lower() in (".evtx", ".json", ".jsonl"))
+
+
+def _outcome(fn, rec):
+    try:
+        return orjson.dumps(fn(dict(rec)))
+    except Exception as e:  # noqa: BLE001 - compare the error too
+        return (type(e).__name__, str(e))
+
+
+def _reference_flat(ev: dict) -> dict:
+    """from_evtx_json with the generic EventData flattening only (no fast path)."""
+    rec = records.from_evtx_json({"Event": {"System": ev["Event"]["System"]}})
+    records._flatten_data(ev["Event"].get("EventData"), rec)
+    records._flatten_data(ev["Event"].get("UserData"), rec)
+    return rec
+
+
+@pytest.mark.samples
+@pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/samples not present")
+def test_compiled_normalizer_matches_reference_on_every_sample_record():
+    files = _files()
+    assert len(files) > 250
+    fast, ref = Normalizer(), Normalizer()
+    n = 0
+    for f in files:
+        for rec, err, origin in iter_file_records(f):
+            if rec is None:
+                continue
+            n += 1
+            a = _outcome(fast.normalize, rec)
+            b = _outcome(ref.normalize_reference, rec)
+            assert a == b, origin
+    assert n > 20_000
+    assert fast.normalized == ref.normalized > 1000
+    assert fast.unknown == ref.unknown and fast.unknown_ids == ref.unknown_ids
+
+
+@pytest.mark.samples
+@pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/samples not present")
+def test_evtx_source_fast_path_matches_plain_reading():
+    fast = Normalizer()
+    n = 0
+    for f in _files():
+        if f.suffix.lower() != ".evtx":
+            continue
+        fs = FileSource([str(f)])
+        got = [(rec, err) for rec, err, *_ in fs.poll()]
+        want = []
+        for _rid, data, err in iter_evtx_records(str(f)):
+            if err is not None:
+                want.append(None)
+                continue
+            try:
+                want.append(normalize_reference(_reference_flat(orjson.loads(data))))
+            except ParseError as e:
+                want.append(("ParseError", str(e)))
+        assert len(got) == len(want), f
+        for (rec, err), w in zip(got, want):
+            n += 1
+            if err is not None:
+                assert w is None or w == ("ParseError", str(err)), f
+                continue
+            assert orjson.dumps(fast.normalize(rec)) == orjson.dumps(w), (f, rec)
+    assert n > 5000
+
+
+def _base(eid: int, **kw) -> dict:
+    rec = {"_eid": eid, "_time_ms": 1_600_000_000_000, "_computer": "DC01.corp.local",
+           "_channel": "Security", "_provider": "Microsoft-Windows-Security-Auditing",
+           "_record": 7, "_user_sid": "S-1-5-18", "TargetUserName": "Alice",
+           "TargetDomainName": "CORP.LOCAL", "SubjectUserName": "bob$",
+           "SubjectDomainName": "corp", "SubjectUserSid": "s-1-5-7", "IpAddress": "::ffff:10.0.0.5",
+           "Status": "0xC000006D", "LogonType": "3", "TicketEncryptionType": "0xffffffff",
+           "WorkstationName": "\\\\WS01", "ServiceName": "krbtgt$", "AccessMask": "-",
+           "UserAccountControl": "%%2080", "SamAccountName": "Alice", "MemberName": " - "}
+    rec.update(kw)
+    return rec
+
+
+ODD_VALUES = [None, "", "-", " N/A ", "127.0.0.1", "::1", "0x10", "12x", 5, 2**70, -3, 1.5,
+              True, ["a", "b"], {"x": 1}, "İ", "\u212a"]
+
+
+@pytest.mark.parametrize("eid", sorted(EVENT_TABLE))
+def test_compiled_normalizer_matches_reference_synthetic(eid):
+    keys = {k for spec in EVENT_TABLE.values() for part in ("account", "target")
+            for k in (spec.get(part) or ()) if k}
+    keys |= {k for spec in EVENT_TABLE.values() for k in spec.get("fields", {}).values()}
+    keys |= {k for spec in EVENT_TABLE.values() for k in spec.get("ints", {}).values()}
+    cases = [_base(eid)]
+    for k in sorted(keys) + ["_computer", "_channel", "_provider", "_record", "_time_ms",
+                             "_user_sid"]:
+        for v in ODD_VALUES:
+            cases.append(_base(eid, **{k: v}))
+    cases += [_base(eid, _channel="System", _provider="Service Control Manager"),
+              _base(eid, _channel="", _provider=""), _base(eid, _time_ms=-1),
+              _base(eid, _record="0x20"), _base(eid, _record=None), {"_eid": eid}]
+    for rec in cases:
+        try:
+            a = _outcome(Normalizer().normalize, rec)
+        except TypeError:
+            continue
+        assert a == _outcome(Normalizer().normalize_reference, rec), rec
+
+
+def test_unknown_ids_counted_like_reference():
+    fast, ref = Normalizer(), Normalizer()
+    for rec in (_base(1), _base(4688), _base(4624, _channel="Microsoft-Windows-Sysmon/Operational"),
+                _base(4624.0), _base("4624")):
+        assert _outcome(fast.normalize, rec) == _outcome(ref.normalize_reference, rec)
+    assert (fast.unknown, fast.unknown_ids) == (ref.unknown, ref.unknown_ids)
