@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -110,8 +111,47 @@ def _iter_text_lines(data: bytes, origin: str) -> Iterator[Item]:
             yield None, e, f"{origin}:{lineno}"
 
 
+#: Largest decompressed content of one ``.gz`` file or of one ``.zip`` (all members together).
+#: Larger is refused with a ParseError (decompression bomb) instead of filling the memory.
+MAX_DECOMPRESSED_BYTES = 1 << 30
+
+# what a corrupt or hostile archive can raise while being opened or read
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error,
+                   NotImplementedError, RuntimeError, ValueError, OverflowError,
+                   UnicodeDecodeError)
+
+
+def _too_big(what: str, limit: int) -> ParseError:
+    return ParseError(f"{what} expands beyond the {limit}-byte decompression limit "
+                      "(decompression bomb?); refused",
+                      fix="split the archive or raise collectors.files.MAX_DECOMPRESSED_BYTES")
+
+
+def _read_bounded(f, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of a (decompressing) file object, read in chunks; None when it
+    holds more (the excess is never decompressed beyond one chunk)."""
+    buf = bytearray()
+    while True:
+        chunk = f.read(min(1 << 20, limit + 1 - len(buf)))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            return None
+
+
+def _read_gzip(p: Path, limit: int) -> bytes:
+    with gzip.open(p, "rb") as g:
+        data = _read_bounded(g, limit)
+    if data is None:
+        raise _too_big(f"gzip file {p.name}", limit)
+    return data
+
+
 def iter_file_records(path: str | os.PathLike) -> Iterator[Item]:
-    """All records of one file, whatever its format/compression."""
+    """All records of one file, whatever its format/compression. Never raises for bad
+    content: corrupt archives, decompression bombs (:data:`MAX_DECOMPRESSED_BYTES`), garbage
+    and hostile records are yielded as errors."""
     p = Path(path)
     origin = str(p)
     with open(p, "rb") as f:
@@ -119,10 +159,14 @@ def iter_file_records(path: str | os.PathLike) -> Iterator[Item]:
     if head.startswith(EVTX_MAGIC):
         yield from iter_evtx(p)
         return
+    limit = MAX_DECOMPRESSED_BYTES
     if head[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(p.read_bytes())
-        except (OSError, EOFError) as e:
+            data = _read_gzip(p, limit)
+        except ParseError as e:
+            yield None, e, origin
+            return
+        except _ARCHIVE_ERRORS as e:
             yield None, ParseError(f"corrupt gzip: {e}"), origin
             return
         yield from _iter_bytes(data, origin)
@@ -130,19 +174,28 @@ def iter_file_records(path: str | os.PathLike) -> Iterator[Item]:
     if head[:4] == b"PK\x03\x04":
         try:
             zf = zipfile.ZipFile(p)
-        except zipfile.BadZipFile as e:
+            members = [i for i in zf.infolist() if not i.is_dir()]
+        except _ARCHIVE_ERRORS as e:
             yield None, ParseError(f"corrupt zip: {e}"), origin
             return
+        budget = limit
         with zf:
-            for info in zf.infolist():
-                if info.is_dir():
-                    continue
+            for info in members:
+                where = f"{origin}!{info.filename}"
+                if info.file_size > budget:        # declared size: refuse before inflating
+                    yield None, _too_big(f"zip {p.name}", limit), where
+                    return
                 try:
-                    data = zf.read(info)
-                except (zipfile.BadZipFile, OSError, EOFError) as e:
-                    yield None, ParseError(f"corrupt zip member {info.filename}: {e}"), origin
+                    with zf.open(info) as m:
+                        data = _read_bounded(m, budget)  # the declared size may lie
+                except _ARCHIVE_ERRORS as e:
+                    yield None, ParseError(f"corrupt zip member {info.filename}: {e}"), where
                     continue
-                yield from _iter_bytes(data, f"{origin}!{info.filename}")
+                if data is None:
+                    yield None, _too_big(f"zip {p.name}", limit), where
+                    return
+                budget -= len(data)
+                yield from _iter_bytes(data, where)
         return
     yield from _iter_text_lines(p.read_bytes(), origin)
 
