@@ -354,21 +354,29 @@ class BatchingSink(BaseSink):
                     raise SinkRetryLater(str(e), delay, e) from e
             metrics.SINK_LATENCY.labels(self.name).observe(time.perf_counter() - t0)
             metrics.SINK_BATCH_SIZE.labels(self.name).observe(len(pending))
-        self._attempts = 0
         rejected = [i for i in batch.rejected() if i.reason != "dead-lettered"]
-        if rejected:
-            if self.dead_letter is None:
-                raise SinkRetryLater("no dead-letter writer configured", 1.0)
-            for i in rejected:
-                self.dead_letter(i)
-            if self.dead_letter_flush:
-                self.dead_letter_flush()      # raises -> retried; DLQ must hold before commit
-            for i in rejected:
-                i.reason = "dead-lettered"
-            metrics.SINK_FAILED.labels(self.name).inc(len(rejected))
         delivered = [i for i in batch.delivered() if i.reason != "duplicate"]
-        if self.ledger:
-            self.ledger.mark(i.dedup_key for i in delivered if i.dedup_key)
+        try:
+            if rejected:
+                if self.dead_letter is None:
+                    raise SinkError("no dead-letter writer configured")
+                for i in rejected:
+                    self.dead_letter(i)
+                if self.dead_letter_flush:
+                    self.dead_letter_flush()  # the DLQ must hold them before the commit
+            if self.ledger:
+                self.ledger.mark(i.dedup_key for i in delivered if i.dedup_key)
+        except Exception as e:
+            self._attempts += 1
+            delay = backoff_delay(self._attempts, self.retry)
+            log.warning("%s: checkpoint failed (dead-letter topic or ledger), retrying in "
+                        "%.2fs: %s", self.name, delay, e)
+            raise SinkRetryLater(str(e), delay, e) from e
+        self._attempts = 0
+        for i in rejected:
+            i.reason = "dead-lettered"
+        if rejected:
+            metrics.SINK_FAILED.labels(self.name).inc(len(rejected))
         metrics.SINK_SENT.labels(self.name).inc(len(delivered))
         offsets = batch.commit_offsets()
         log.info("%s: flushed records=%d delivered=%d dead_lettered=%d duplicates_skipped=%d",

@@ -40,12 +40,11 @@ from .base import BatchingSink, SinkBatch, SinkItem, decode_alert
 from .settings import SentinelSettings
 
 try:  # optional extra: pip install "openitdr[sentinel]"
-    from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
-                                       ServiceRequestError)
+    from azure.core.exceptions import ClientAuthenticationError
     from azure.monitor.ingestion import LogsIngestionClient
 except ImportError:  # pragma: no cover - reported when the sink is built
     LogsIngestionClient = None  # type: ignore[assignment,misc]
-    HttpResponseError = ClientAuthenticationError = ServiceRequestError = Exception  # type: ignore
+    ClientAuthenticationError = Exception  # type: ignore[assignment,misc]
 
 __all__ = ["ALERT_COLUMNS", "EVENT_COLUMNS", "MITRE_TACTICS", "SentinelEventsSink",
            "SentinelSink", "alert_to_row", "event_to_row", "make_credential", "tactics_for"]

@@ -7,19 +7,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
-import psycopg
 import pytest
 import yaml
 
 from sinks.runner import SinkRunner, build_sink
-from sinks.settings import SinksSettings
 from sinks.workspace import SCHEMA_VERSION, WorkspaceStore, open_store
 from stream import metrics
 
