@@ -318,7 +318,7 @@ def cmd_sink(args) -> int:
     sink = build_sink(args.name, settings, sinks)
     runner = SinkRunner(sink, settings, sinks)
     if sinks.metrics_port:
-        metrics.start_http_server(sinks.metrics_port)
+        metrics.start_http_server(sinks.metrics_port, addr=sinks.metrics_host)
 
     def _term(signum, frame):
         log.info("signal %s: stopping sink %s", signum, sink.name)

@@ -229,6 +229,8 @@ class SinksSettings(BaseModel):
                                           "per running process of one sink; \"\" disables it.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port of the "
                               "sink process (0 = disabled).")
+    metrics_host: str = Field("127.0.0.1", description="Bind address of the /metrics "
+                              "endpoint (loopback by default; the Helm chart sets 0.0.0.0).")
     alerts_topic: AlertsTopicSettings = Field(default_factory=AlertsTopicSettings,
                                               description="Forward to another topic/cluster.")
     workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings,

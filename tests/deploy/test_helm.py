@@ -672,12 +672,13 @@ def test_one_deployment_per_enabled_sink(values_file):
         assert env["ITDR_METRICS_PORT"]["value"] == str(port) == str(v["metricsPort"])
     assert sorted(commands) == sorted(enabled)
     # worker/gateway config carries no sink section; each sink's own file only its section
-    assert config_of(docs)["sinks"] == {"metrics_port": v["metricsPort"]}
+    assert config_of(docs)["sinks"] == {"metrics_port": v["metricsPort"],
+                                        "metrics_host": "0.0.0.0"}
     for d in sink_deps:
         name = d["spec"]["template"]["spec"]["containers"][0]["args"][1]
         cfg_sinks = pod_config(docs, d["spec"]["template"]["spec"])["sinks"]
         key = name.replace("-", "_")
-        assert set(cfg_sinks) == {"metrics_port", key}
+        assert set(cfg_sinks) == {"metrics_port", "metrics_host", key}
         if name != "workspace":
             assert cfg_sinks[key]["enabled"] is True
 
@@ -690,7 +691,7 @@ def test_all_sinks_and_none():
     assert {f"itdr-openitdr-sink-{c}" for c in SINK_COMMANDS.values()} <= names
     none = render(merge(MIN, {"sinks": {k: {"enabled": False} for k in SINK_COMMANDS}}))
     assert not [d for d in by_kind(none, "Deployment") if "-sink-" in d["metadata"]["name"]]
-    assert config_of(none)["sinks"] == {"metrics_port": 9108}
+    assert config_of(none)["sinks"] == {"metrics_port": 9108, "metrics_host": "0.0.0.0"}
 
 
 def test_sentinel_scenario_settings_rendered():

@@ -269,6 +269,7 @@ so a sink pod never needs (or validates) another sink's credentials.
 {{- $_ := set $worker "state_dir" (printf "%s/state" (include "openitdr.dataDir" .)) -}}
 {{- $sinks := deepCopy $v.sinkSettings -}}
 {{- $_ := set $sinks "metrics_port" (int $v.metricsPort) -}}
+{{- $_ := set $sinks "metrics_host" "0.0.0.0" -}}
 {{- range $key, $sink := $v.sinks -}}
 {{- if and $sink.enabled (eq $key $only) -}}
 {{- $s := deepCopy $sink.settings -}}
