@@ -200,6 +200,8 @@ def cmd_demo(args) -> int:
         raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, on_signal)
+    # also when started with SIGINT ignored (background job of a non-interactive shell)
+    old_int = signal.signal(signal.SIGINT, on_signal)
     try:
         result = _run(args, sim, workdir, children, prog, t_start, holder)
         _report(args, sim, result, prog)
@@ -221,6 +223,7 @@ def cmd_demo(args) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
         for c in reversed(children):
             c.stop()
         if holder.get("broker") is not None:
@@ -422,6 +425,13 @@ def _report(args, sim, result: dict, prog: Progress) -> dict:
         out.write(f"  {r['detector']:<26} {r['entity']:<{w}} "
                   f"{'yes' if r['detected'] else 'NO':<9} {r['alert_id'] or '-':<21} "
                   f"{r['severity'] or '-'}\n")
+    extra = res["corroborating"]
+    if extra:
+        out.write(f"\nOther alerts on the attack activity ({len(extra)}): same events, another "
+                  "detector or entity of the same attack\n")
+        for a in extra:
+            out.write(f"  {a['detector']:<26} {a['entity']:<{w}} {a['id']:<21} "
+                      f"{a['severity']}\n")
     fps = res["false_positives"]
     if fps:
         out.write(f"\nFalse positives ({len(fps)}): alerts on benign traffic\n")
@@ -445,6 +455,8 @@ def _report(args, sim, result: dict, prog: Progress) -> dict:
         "alerts_by_detector": dict(sorted(by.items())),
         "missed": [{"detector": m["detector"], "entity": m["entity"], "time": m["time"]}
                    for m in res["missed"]],
+        "corroborating_alerts": [{"id": a["id"], "detector": a["detector"],
+                                  "entity": a["entity"]} for a in extra],
         "false_positive_alerts": [{"id": a["id"], "detector": a["detector"],
                                    "entity": a["entity"], "first_seen": a["first_seen"]}
                                   for a in fps],

@@ -42,10 +42,9 @@ rogue laptop on the network. Each expected detection is an :class:`InjectedAttac
 
 from __future__ import annotations
 
-import heapq
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -1181,7 +1180,9 @@ def match_alerts(ground_truth: list[InjectedAttack], alerts: list[dict]) -> dict
                      "alert_id": hit["id"] if hit else None,
                      "severity": hit["severity"] if hit else None})
     fps = [a for a in alerts if a["id"] not in attributed]
-    return {"attacks": rows, "false_positives": fps,
+    primary = {a["id"] for a in detected.values()}
+    extra = [a for a in alerts if a["id"] in attributed and a["id"] not in primary]
+    return {"attacks": rows, "false_positives": fps, "corroborating": extra,
             "detected": sum(1 for x in rows if x["detected"]),
             "missed": [x for x in rows if not x["detected"]]}
 

@@ -69,3 +69,49 @@ def test_demo_reports_pipeline_failure_with_nonzero_exit(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode != 0
     assert "error" in p.stderr.lower()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return st.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(bool(_missing), reason=f"worker not yet available: {_missing}")
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_demo_stops_its_children_on_sigterm(tmp_path):
+    import signal
+    import time
+
+    env = dict(os.environ)
+    env.pop("ITDR_CONFIG", None)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "demo", "--events", "20000",
+         "--workspace", str(tmp_path / "ws.db")],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        kids: list[int] = []
+        while time.monotonic() < deadline and len(kids) < 3:   # broker, worker, sink
+            time.sleep(0.5)
+            kids = _children(p.pid)
+            assert p.poll() is None, p.stderr.read()
+        assert len(kids) >= 3, kids
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=60)
+        assert rc == 130
+        time.sleep(0.5)
+        assert not [k for k in kids if _alive(k)]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -148,6 +148,8 @@ def test_matching_rules():
         {"id": "c", "detector": "dcsync", "entity": "corp\\eve", "first_seen_ms": 1_000_000,
          "severity": "high"}])
     assert res["detected"] == 1 and [a["id"] for a in res["false_positives"]] == ["c"]
+    assert [a["id"] for a in res["corroborating"]] == ["b"]
+    assert res["attacks"][0]["alert_id"] == "a"
 
 
 def test_offline_every_attack_detected_and_no_false_positive():
