@@ -18,6 +18,7 @@ events inside share the partition; the explicit partition is what matters).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -64,6 +65,44 @@ class BatchBuilder:
     def build(self) -> EventBatch:
         evs = self.events
         n = len(evs)
+        present = set().union(*evs) if evs else set()     # fields some event carries
+        numeric = {}
+        for f, dt, d in _NUM:
+            if f not in present:                           # all None -> default
+                numeric[f] = np.zeros(n, dtype=dt) if d == 0 else np.full(n, d, dtype=dt)
+                continue
+            vals = list(map(_get, evs, repeat(f)))
+            if None in vals:
+                vals = [d if v is None else v for v in vals]
+            numeric[f] = np.array(vals, dtype=dt)
+        intern: dict[str, int] = {"": 0}
+        strcols = np.zeros((len(STRING_FIELDS), n), dtype="<u4")
+        ig = intern.get
+        for j, f in enumerate(STRING_FIELDS):
+            if f not in present:
+                continue
+            vals = list(map(_get, evs, repeat(f)))
+            new = [v for v in dict.fromkeys(vals) if v and v not in intern]
+            if new:
+                # first-occurrence order, as a per-value setdefault would give
+                intern.update(zip(new, range(len(intern), len(intern) + len(new))))
+            elif len(intern) == 1:
+                continue                                   # all empty
+            strcols[j] = list(map(ig, vals, repeat(0)))
+        table = list(intern)
+        enc = [x.encode("utf-8", "surrogatepass") for x in table]
+        offsets = np.zeros(len(enc) + 1, dtype="<u4")
+        offsets[1:] = np.cumsum([len(b) for b in enc])
+        str_hash = np.array([cached_key_hash(x) for x in table], dtype="<u8")
+        b = EventBatch(n, numeric, strcols, str_hash, offsets, b"".join(enc), self.key_kind,
+                       self.partition)
+        b._strings = table
+        return b
+
+    def build_reference(self) -> EventBatch:
+        """Field-by-field build (reference for :meth:`build`)."""
+        evs = self.events
+        n = len(evs)
         numeric = {}
         for f, dt, d in _NUM:
             vals = [e.get(f) for e in evs]
@@ -92,6 +131,9 @@ class BatchBuilder:
                        self.partition)
         b._strings = table
         return b
+
+
+_get = dict.get
 
 # Event ids consumed by source-keyed detectors (detections.md "Key = source").
 SOURCE_EVENT_IDS = frozenset({4768, 4771, 4776, 4625, 4624, 4648, 4661, 4662, 4798, 4799,
