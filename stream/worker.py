@@ -534,7 +534,9 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
 
     @app.page("/metrics")
     async def metrics_page(web, request):
-        return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 text
+        return web.bytes(generate_latest(REGISTRY),
+                         content_type=CONTENT_TYPE_LATEST.split("; charset")[0])
 
     @app.page("/health")
     async def health_page(web, request):

