@@ -215,7 +215,7 @@ class DomainSimulator:
         self.start_ms = int(START.timestamp() * 1000)
         self.attack_day = days - 1
         self._build_domain()
-        self.ground_truth: list[InjectedAttack] = []
+        self._ground_truth: list[InjectedAttack] = []
         self._gt_built = False
         self.stats: dict[str, int] = {"benign": 0, "attack": 0}
 
@@ -695,7 +695,7 @@ class DomainSimulator:
 
     # -- attacks ---------------------------------------------------------------------------
     def _attack(self, det, entity, t, desc, technique, aliases=(), also=()):
-        self.ground_truth.append(InjectedAttack(det, entity, t, desc, technique,
+        self._ground_truth.append(InjectedAttack(det, entity, t, desc, technique,
                                                 tuple(a.lower() for a in aliases), tuple(also)))
 
     def _acc(self, a: Account | str) -> str:
@@ -704,7 +704,7 @@ class DomainSimulator:
     def _attacks(self) -> list[dict]:
         r = self.rng
         out: list[dict] = []
-        self.ground_truth = []
+        self._ground_truth = []
         day0 = self.start_ms + self.attack_day * DAY
         v, ws, da = self.victim, self.victim.ws, self.da
         dc1, dc2, dc3 = self.dcs
@@ -1138,6 +1138,11 @@ class DomainSimulator:
                 rec["_record"] = c
                 yield rec
 
+    @property
+    def ground_truth(self) -> list[InjectedAttack]:
+        """The injected attacks (expected detections), available before generating."""
+        return self.injected()
+
     def injected(self) -> list[InjectedAttack]:
         """Ground truth without generating the traffic."""
         if not self._gt_built and self.attacks_enabled:
@@ -1146,7 +1151,7 @@ class DomainSimulator:
             self._attacks()
             self.rng = saved
             self._gt_built = True
-        return list(self.ground_truth)
+        return list(self._ground_truth)
 
 
 def _win_time(ms: int) -> str:

@@ -113,6 +113,8 @@ def test_ground_truth_coverage(sim):
 
 
 def test_ground_truth_matches_generated_records(sim):
+    fresh = DomainSimulator(seed=7, events=EVENTS)
+    assert [g.to_dict() for g in fresh.ground_truth] == [g.to_dict() for g in sim.injected()]
     before = sim.injected()
     list(sim.records())
     assert [g.to_dict() for g in sim.ground_truth] == [g.to_dict() for g in before]
