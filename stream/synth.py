@@ -44,6 +44,7 @@ class SynthConfig:
     duration_s: float = 3600.0
     attacks: int = 20              # injected attacks of each kind (scaled down if tiny)
     dual_key: bool = True
+    cover_all: bool = False        # every identity gets events (state benchmark)
 
 
 class _Pool:
@@ -205,6 +206,8 @@ def generate(cfg: SynthConfig) -> Traffic:
     ui = np.minimum((rng.pareto(1.2, size=n) * cfg.identities / 20).astype(np.int64),
                     cfg.identities - 1)
     ui = rng.permutation(cfg.identities)[ui]
+    if cfg.cover_all:
+        ui = rng.permutation(np.arange(n, dtype=np.int64) % cfg.identities)
     hi = rng.integers(0, cfg.hosts, size=n)
     di = rng.integers(0, cfg.dcs, size=n)
     si = rng.integers(0, n_svc, size=n)

@@ -1,0 +1,329 @@
+"""Benchmarks: ``itdr bench stream`` and ``itdr bench state``.
+
+``itdr bench stream [--events N] [--json]`` starts an embedded broker (unless --bootstrap),
+produces synthetic traffic (``stream/synth.py``) into both events topics as wire batches of
+4096 events, then measures in the same run:
+
+* the ceiling: a plain confluent-kafka consumer + ``wire.decode`` over the same topics;
+* the worker: a real ``itdr worker`` process (Faust app, full detector catalogue) pinned to
+  ONE core, consuming the same records from the start; events/s from its /metrics;
+* latency: traffic produced at half the measured worker rate with event time = wall clock
+  at production; latency = alert produced (Kafka CreateTime of the alert record) - event
+  time of the alert's latest evidence.
+
+``itdr bench state --identities N [--json]`` feeds N distinct identities through the
+by-account and by-source engines with all detectors and reports bytes per identity and RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import numpy as np
+
+from .schema import KEY_ACCOUNT, KEY_SOURCE
+
+
+def _pct(v: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(v), q)) if v else float("nan")
+
+
+def _metric_sum(text: str, name: str) -> float:
+    tot = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            tot += float(line.rsplit(" ", 1)[1])
+    return tot
+
+
+def _metric_by_label(text: str, name: str, label: str) -> dict[str, float]:
+    out = {}
+    pat = re.compile(rf'^{name}\{{.*{label}="([^"]+)".*\}} (\S+)$')
+    for line in text.splitlines():
+        m = pat.match(line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def _producer(kafka):
+    from confluent_kafka import Producer
+
+    return Producer({**kafka.as_librdkafka(), "compression.type": "lz4", "linger.ms": 20,
+                     "message.max.bytes": 8 * 1024 * 1024, "acks": "all",
+                     "enable.idempotence": True, "queue.buffering.max.kbytes": 1024 * 1024})
+
+
+def _produce_all(p, names, msgs) -> None:
+    for kind, part, value, _ in msgs:
+        while True:
+            try:
+                p.produce(names[kind], value, partition=part)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    assert p.flush(120) == 0, "bench traffic not delivered"
+
+
+def _ceiling(kafka, names, partitions: int, total_msgs: int) -> tuple[float, int]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from . import wire
+
+    c = Consumer({**kafka.as_librdkafka(), "group.id": f"bench-ceiling-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False, "fetch.message.max.bytes": 8 * 1024 * 1024,
+                  "max.partition.fetch.bytes": 8 * 1024 * 1024})
+    c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in names.values()
+              for p in range(partitions)])
+    n_msgs = n_ev = 0
+    t0 = None
+    deadline = time.monotonic() + 300
+    while n_msgs < total_msgs and time.monotonic() < deadline:
+        for m in c.consume(256, 1.0):
+            if m.error():
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            n_ev += wire.decode(m.value()).n
+            n_msgs += 1
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return (n_ev / dt if dt > 0 else 0.0), n_ev
+
+
+def cmd_bench_stream(args) -> int:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from .alert import Alert
+    from .broker import EmbeddedBroker, ensure_topics, free_port
+    from .cli import settings_from_args
+    from .settings import TopicSettings
+    from .synth import SynthConfig, generate, restamp
+
+    base = settings_from_args(args)
+    broker = None
+    if getattr(args, "bootstrap", None):
+        kafka = base.kafka
+    else:
+        broker = EmbeddedBroker().start()
+        kafka = broker.kafka_settings()
+    topics = TopicSettings(prefix=f"bench{uuid.uuid4().hex[:6]}.", partitions=4)
+    ensure_topics(kafka, topics)
+    names = {KEY_ACCOUNT: topics.name("events"), KEY_SOURCE: topics.name("events_by_source")}
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+    tmp = tempfile.mkdtemp(prefix="itdr-bench-")
+    worker = None
+    try:
+        t = time.perf_counter()
+        traffic = generate(SynthConfig(events=args.events, partitions=topics.partitions,
+                                       identities=max(1000, args.events // 40), seed=11))
+        msgs = traffic.wire_messages()
+        total_ev = sum(m[3] for m in msgs)
+        say(f"generated {traffic.n:,} events -> {len(msgs)} wire batches, {total_ev:,} wire "
+            f"events (dual keyed) in {time.perf_counter() - t:.1f}s")
+        p = _producer(kafka)
+        t = time.perf_counter()
+        _produce_all(p, names, msgs)
+        say(f"produced in {time.perf_counter() - t:.1f}s")
+
+        ceiling, _ = _ceiling(kafka, names, topics.partitions, len(msgs))
+        say(f"ceiling (confluent-kafka consume + wire.decode): {ceiling:,.0f} events/s")
+
+        # -- the worker, on one core --------------------------------------------------------
+        import yaml
+
+        from detectors.engine import enabled_detectors
+
+        n_det = len(enabled_detectors(base.detection))
+        port = free_port()
+        cfg = {"kafka": json.loads(kafka.model_dump_json()), "topics": topics.model_dump(),
+               "detection": json.loads(base.detection.model_dump_json()),
+               "worker": {"app_id": f"bench-{uuid.uuid4().hex[:6]}", "web_port": port,
+                          "snapshot_interval_s": 5.0, "take_max": 64,
+                          "state_dir": os.path.join(tmp, "state"),
+                          "instance_id": "bench-0"}}
+        for k in ("sasl_password", "ssl_key_password"):
+            if cfg["kafka"].get(k) is not None and base.kafka.model_dump().get(k):
+                cfg["kafka"][k] = getattr(base.kafka, k).get_secret_value()
+        cpath = os.path.join(tmp, "worker.yaml")
+        with open(cpath, "w") as f:
+            yaml.safe_dump(cfg, f)
+        core = [sorted(os.sched_getaffinity(0))[-1]]
+        log = open(os.path.join(tmp, "worker.log"), "wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker", "-c", cpath, "--log-level", "WARNING"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, core))
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def scrape() -> str | None:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    return r.read().decode()
+            except Exception:
+                return None
+
+        say(f"worker pinned to CPU {core[0]} with {n_det} detectors; waiting for it")
+        t_first = None
+        done = 0.0
+        deadline = time.monotonic() + 900
+        prev = 0.0
+        text = ""
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited with {worker.returncode}; see {tmp}/worker.log")
+            if t_first is None:
+                # start the clock when the worker owns its partitions (consumption begins)
+                try:
+                    with urllib.request.urlopen(url.replace("/metrics", "/health"),
+                                                timeout=2) as r:
+                        h = json.loads(r.read())
+                    if h["partitions"] and not h["rebalancing"]:
+                        t_first = time.perf_counter()
+                        first_n = 0.0
+                except Exception:
+                    pass
+            text = scrape()
+            if text:
+                done = _metric_sum(text, "itdr_worker_events_total")
+                if done >= total_ev:
+                    break
+            time.sleep(0.02)
+        t_done = time.perf_counter()
+        if done < total_ev:
+            raise RuntimeError(f"worker processed {done:,.0f} of {total_ev:,} events")
+        eps = (done - first_n) / (t_done - t_first) if t_done > t_first else float("nan")
+        say(f"worker: {eps:,.0f} events/s on one core ({eps / ceiling:.2f} of the ceiling)")
+        det = _metric_by_label(text, "itdr_worker_detector_seconds_total", "detector")
+        proc_s = _metric_sum(text, "itdr_worker_batch_processing_seconds_sum")
+        wall = t_done - t_first
+        det_s = sum(det.values())
+
+        # -- latency at half the rate --------------------------------------------------------
+        rate = 0.5 * eps if eps > 0 else 100_000.0
+        dur = float(os.environ.get("ITDR_BENCH_LATENCY_S", "6"))
+        t_start_ms = int(time.time() * 1000)
+        sent_ev = 0
+        t0 = time.perf_counter()
+        i = 0
+        while time.perf_counter() - t0 < dur:
+            kind, part, value, n = msgs[i % len(msgs)]
+            i += 1
+            now_ms = int(time.time() * 1000)
+            while True:
+                try:
+                    p.produce(names[kind], restamp(value, now_ms), partition=part)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            p.poll(0)
+            sent_ev += n
+            ahead = sent_ev / rate - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        p.flush(60)
+        time.sleep(3.0)
+        c = Consumer({**kafka.as_librdkafka(), "group.id": f"bench-lat-{uuid.uuid4().hex}",
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition(topics.name("alerts"), q, OFFSET_BEGINNING)
+                  for q in range(topics.partitions)])
+        lat = []
+        idle = time.monotonic()
+        while time.monotonic() - idle < 2.0:
+            for m in c.consume(500, 0.3):
+                if m.error():
+                    continue
+                idle = time.monotonic()
+                a = Alert.from_json(m.value())
+                if a.last_seen_ms >= t_start_ms:
+                    lat.append(m.timestamp()[1] - a.last_seen_ms)
+        c.close()
+        p50, p99 = _pct(lat, 50), _pct(lat, 99)
+        say(f"latency at {rate:,.0f} events/s for {dur:.0f}s: {len(lat)} alerts, "
+            f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (event time -> alert produced)")
+        top = sorted(det.items(), key=lambda kv: -kv[1])[:8]
+        say(f"where the time goes (throughput run, {wall:.2f}s wall on one core): batch "
+            f"processing {proc_s:.2f}s of which detector kernels {det_s:.2f}s; the rest is "
+            f"Faust/aiokafka fetch + decompression, decode, alert production")
+        for d, sec in top:
+            say(f"  {d:32s} {sec:7.3f}s")
+        out = {"events_per_s": round(eps), "ceiling_events_per_s": round(ceiling),
+               "ratio": round(eps / ceiling, 3) if ceiling else None,
+               "p50_latency_ms": round(p50, 1), "p99_latency_ms": round(p99, 1),
+               "detectors": n_det}
+        if args.json:
+            print(json.dumps(out))
+        else:
+            say(json.dumps(out))
+        return 0
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+        if broker is not None:
+            broker.cleanup()
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cmd_bench_state(args) -> int:
+    from detectors.engine import Engine, enabled_detectors
+
+    from .cli import settings_from_args
+    from .synth import SynthConfig, generate
+
+    s = settings_from_args(args)
+    n = args.identities
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+    rss0 = _rss_bytes()
+    t = time.perf_counter()
+    cfg = SynthConfig(events=3 * n, partitions=1, identities=n, hosts=max(100, n // 4),
+                      seed=5, cover_all=True, duration_s=3600.0, attacks=0)
+    traffic = generate(cfg)
+    say(f"generated {traffic.n:,} events over {n:,} identities in {time.perf_counter() - t:.1f}s")
+    engines = {k: Engine(s.detection, k, 0) for k in (KEY_ACCOUNT, KEY_SOURCE)}
+    t = time.perf_counter()
+    for kind, eng in engines.items():
+        for _, b in traffic.batches(kind):
+            eng.process(b)
+    del traffic
+    say(f"processed in {time.perf_counter() - t:.1f}s")
+    state = sum(e.state_bytes() for e in engines.values())
+    per = state / n
+    rss = _rss_bytes()
+    stateful = sum(1 for e in engines.values() for d in e.detectors if d.state is not None)
+    say(f"detectors: {len(enabled_detectors(s.detection))} ({stateful} stateful engine "
+        f"instances); state {state / 2**20:,.1f} MiB = {per:,.0f} bytes per identity "
+        f"(target < 1024); process RSS {rss / 2**20:,.0f} MiB (baseline {rss0 / 2**20:,.0f})")
+    for kind, e in engines.items():
+        for d in e.detectors:
+            if d.state is not None:
+                say(f"  {'account' if kind == KEY_ACCOUNT else 'source '} {d.id:32s} "
+                    f"{d.state.count():>9,} keys {d.state.nbytes() / 2**20:8.1f} MiB")
+    out = {"identities": n, "bytes_per_identity": round(per, 1), "state_bytes": state,
+           "rss_bytes": rss}
+    print(json.dumps(out)) if args.json else say(json.dumps(out))
+    return 0
