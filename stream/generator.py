@@ -57,7 +57,6 @@ START = datetime(2026, 3, 2, tzinfo=timezone.utc)  # a Monday
 HOUR = 3_600_000
 MIN = 60_000
 DAY = 24 * HOUR
-PAW_SUBNET = "10.0.5.0/24"
 
 # Well-known GUIDs (schema / extended rights) as Windows writes them
 GUID_DOMAIN_DNS = "19195a5b-6da0-11d0-afd3-00c04fd930c9"
@@ -301,16 +300,13 @@ class DomainSimulator:
         """``detection`` settings the demo runs with (benign look-alikes as configuration)."""
         return {
             "domain_controllers": [h.fqdn for h in self.dcs],
-            "admin_hosts": [h.fqdn for h in self.paws],
+            # names and addresses: 5145 / 4624 carry only the source IP
+            "admin_hosts": [h.fqdn for h in self.paws] + [h.ip for h in self.paws],
             "sync_accounts": ["msol_*"],
             "honeytoken_accounts": [f"{NETBIOS.lower()}\\{self.honeytoken.sam}"],
             "sensitive_accounts": [a.sam for a in self.admins],
             "exclude": {"hosts": [self.scanner.fqdn], "ips": [self.scanner.ip],
                         "accounts": [self.nessus.sam]},
-            # remote service / share management from the PAWs: 5145 carries only the source
-            # IP, so the admin workstations are also excluded by subnet for these detectors
-            "detectors": {d: {"exclude": {"subnets": [PAW_SUBNET]}} for d in (
-                "remote-execution", "smb-session-enumeration")},
         }
 
     # -- record builders -------------------------------------------------------------------
