@@ -1,14 +1,17 @@
 """``itdr bench collect``: EVTX -> normalized -> wire batches -> Kafka, events/s on one core,
 against the raw ``evtx`` parse ceiling of the same input measured in the same run.
 
-Input: the EVTX files given on the command line; by default every ``*.evtx`` under
-``../shared/samples`` (read in place, never copied). The file set is replayed as often as
-needed to reach ``--events`` records. The pipeline runs exactly like ``itdr collect``
+Input: by default one EVTX file assembled at bench time in a temporary directory (never in
+the repository) from the 64 KiB chunks of ``../shared/samples`` that hold Security/System
+records, each chunk's free space filled with verified copies of its own records (production
+logs have full chunks), replicated until ``--events`` records, renumbered, CRCs and file
+header rewritten (:func:`build_input`). EVTX / JSON-lines FILES given on the command line are
+used as they are (replayed until ``--events``). The pipeline runs exactly like ``itdr collect``
 (:class:`~collectors.evtx_source.FileSource` with the event-id fast path, Normalizer,
 partition-aware dual-keyed Batcher, idempotent lz4 producer) against an embedded broker the
 bench starts; the clock stops when the broker has acknowledged every batch. The ceiling is a
 bare ``PyEvtxParser(f, number_of_threads=1).records_json()`` loop over the same records (best
-of two runs, one before and one after the pipeline, to even out machine noise).
+of three runs, two before and one after the pipeline, to even out machine noise).
 
 JSON keys: ``events_per_s`` (records read per second through the whole pipeline),
 ``ceiling_events_per_s``, ``ratio``, ``normalized_per_s`` (events the product consumes), plus
