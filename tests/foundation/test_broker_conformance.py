@@ -134,7 +134,7 @@ def test_faust_table_recovery_after_worker_restart(broker, tmp_path):
                                 stdout=open(tmp_path / "worker.log", "ab"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            deadline = time.time() + 90
+            deadline = time.time() + 180
             while time.time() < deadline:
                 if dump.exists():
                     try:
