@@ -83,7 +83,8 @@ def _ceiling(kafka, names, partitions: int, total_msgs: int) -> tuple[float, int
 
     c = Consumer({**kafka.as_librdkafka(), "group.id": f"bench-ceiling-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "fetch.message.max.bytes": 8 * 1024 * 1024,
-                  "max.partition.fetch.bytes": 8 * 1024 * 1024})
+                  "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                  "receive.message.max.bytes": 1 << 30})
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in names.values()
               for p in range(partitions)])
     n_msgs = n_ev = 0

@@ -171,7 +171,8 @@ class StateStore:
         sps = sorted({self.state_partition(p) for _, p in wanted})
         conf = {**self.kafka.as_librdkafka(), "group.id": f"itdr-state-reader-{uuid.uuid4().hex}",
                 "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                "enable.partition.eof": True, "fetch.message.max.bytes": 8 * 1024 * 1024}
+                "enable.partition.eof": True, "fetch.message.max.bytes": 8 * 1024 * 1024,
+                "receive.message.max.bytes": 1 << 30}
         c = Consumer(conf)
         chunks: dict[bytes, bytes] = {}
         manifests: dict[tuple[int, int], list[dict]] = {}

@@ -249,8 +249,10 @@ class WorkerCore:
             while rt.offset < upto - 1:
                 if time.monotonic() > deadline:
                     raise StateError(f"could not read offsets {start}..{upto - 1} of "
-                                     f"{rt.topic}/{rt.partition} within {timeout:.0f}s")
+                                     f"{rt.topic}/{rt.partition}: no record for {timeout:.0f}s")
                 msgs = c.consume(64, 0.5)
+                if msgs:
+                    deadline = time.monotonic() + timeout   # bound = no progress, not total
                 done = False
                 for m in msgs:
                     err = m.error()
@@ -278,10 +280,11 @@ class WorkerCore:
                 **self.settings.kafka.as_librdkafka(),
                 "group.id": f"{self.settings.worker.app_id}-gap",
                 "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                "enable.partition.eof": True, "fetch.message.max.bytes": 8 * 1024 * 1024})
+                "enable.partition.eof": True, "fetch.message.max.bytes": 8 * 1024 * 1024,
+                "receive.message.max.bytes": 1 << 30})
         return self._gap_consumer
 
-    def catch_up(self, stall_s: float = 2.0) -> int:
+    def catch_up(self, stall_s: float = 10.0) -> int:
         """Safety net for records the Faust consumer will never deliver (Faust acks -- and
         so may commit -- messages it skips during a rebalance): a partition that made no
         progress for ``stall_s`` while its log has more records is read directly up to the
