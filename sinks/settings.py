@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from stream.errors import ConfigError
+from stream.redact import redact_text, redacted_repr_args, safe_input
 
 __all__ = ["AlertsTopicSettings", "BatchingSettings", "RetrySettings", "SentinelSettings",
            "SinksSettings", "SyslogSettings", "WorkspaceSettings"]
@@ -93,6 +94,9 @@ class AlertsTopicSettings(BaseModel):
     delivery_timeout_s: float = Field(10.0, gt=0, description="How long one flush waits for the "
                                       "destination to acknowledge before it is retried.")
 
+    def __repr_args__(self):
+        return redacted_repr_args(self, super().__repr_args__())      # producer_extra sasl.*
+
 
 class WorkspaceSettings(BaseModel):
     """The workspace store: the queryable alert history behind ``itdr alerts list``."""
@@ -111,9 +115,12 @@ class WorkspaceSettings(BaseModel):
                              "postgresql://user@host/db DSN")
         if "://" in self.url and not self.url.startswith(("sqlite://", "postgresql://",
                                                            "postgres://")):
-            raise ValueError(f"unsupported scheme in {self.url!r}; use a SQLite path, "
-                             "sqlite:///path or postgresql://user@host/db")
+            raise ValueError(f"unsupported scheme in {redact_text(self.url)!r}; use a SQLite "
+                             "path, sqlite:///path or postgresql://user@host/db")
         return self
+
+    def __repr_args__(self):
+        return redacted_repr_args(self, super().__repr_args__())      # DSN password
 
 
 class SentinelSettings(BaseModel):
@@ -282,8 +289,10 @@ def _config_error(e: ValidationError) -> ConfigError:
             fix = f"use one of the allowed values ({msg.removeprefix('Input should be ')})"
         else:
             fix = "see docs/sinks.md or `itdr config schema` for the allowed values"
-        inp = err.get("input")
-        shown = "***" if "secret" in key else repr(inp)[:80]
+        if err.get("type") == "extra_forbidden":     # the value of a misspelt key: never shown
+            lines.append(f"{key}: {msg} (input not shown). Fix: {fix}")
+            continue
+        shown = safe_input(tuple(err.get("loc", ())), err.get("input"))
         lines.append(f"{key}: {msg} (input {shown}). Fix: {fix}")
     if len(lines) == 1:
         key, rest = lines[0].split(": ", 1)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
+from .redact import MASK, is_secret_key, redacted_repr_args, safe_input
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", revalidate_instances="always")
 
@@ -70,8 +71,12 @@ class KafkaSettings(BaseModel):
                "ssl.key.location": self.ssl_key_location,
                "ssl.key.password": sec(self.ssl_key_password)}
         conf.update({k: v for k, v in opt.items() if v is not None})
-        conf.update(self.extra)
+        conf.update(self.extra if plaintext_secrets else
+                    {k: (MASK if is_secret_key(k) else v) for k, v in self.extra.items()})
         return conf
+
+    def __repr_args__(self):
+        return redacted_repr_args(self, super().__repr_args__())
 
 
 class TopicSettings(BaseModel):
@@ -224,6 +229,10 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, file_secret_settings,
                 _YamlSource(settings_cls, _YAML_DATA.get()))
 
+    def __repr_args__(self):
+        # the raw collector/sinks sections may hold a sensor password or a DSN
+        return redacted_repr_args(self, super().__repr_args__())
+
 
 _YAML_DATA: "contextvars.ContextVar[dict]" = contextvars.ContextVar("itdr_yaml", default={})
 
@@ -247,16 +256,21 @@ def _fmt_loc(loc: tuple) -> str:
 
 
 def config_error_from_validation(e: ValidationError, source: str) -> ConfigError:
+    """One ConfigError naming every bad key. The offending input is shown shortened and
+    without secrets: never for unknown keys (a misspelt ``sasl_pasword:`` holds a password),
+    masked under secret-named keys, containers summarised, URL passwords masked."""
     lines = []
     for err in e.errors():
-        key = _fmt_loc(err.get("loc", ()))
+        loc = tuple(err.get("loc", ()))
+        key = _fmt_loc(loc)
         msg = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden":
             msg = "unknown key"
             fix = "remove it or check its spelling against `itdr config schema`"
-        else:
-            fix = "see `itdr config schema` for the allowed values"
-        lines.append(f"{key}: {msg} (input {err.get('input')!r}). Fix: {fix}")
+            lines.append(f"{key}: {msg}. Fix: {fix}")
+            continue
+        fix = "see `itdr config schema` for the allowed values"
+        lines.append(f"{key}: {msg} (input {safe_input(loc, err.get('input'))}). Fix: {fix}")
     first = e.errors()[0] if e.errors() else {}
     return ConfigError("invalid configuration:\n  " + "\n  ".join(lines), location=source,
                        fix=None if len(lines) > 1 else None) if lines else ConfigError(
@@ -276,11 +290,18 @@ def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Se
                               fix="pass an existing YAML file or omit --config")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the config file: {type(e).__name__}: "
+                              f"{getattr(e, 'strerror', None) or getattr(e, 'reason', e)}",
+                              location=str(p), fix="pass a readable UTF-8 YAML file") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             loc = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
             raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", location=loc,
                               fix="fix the YAML syntax at that line") from None
+        except (ValueError, RecursionError) as e:   # e.g. an integer of 5000 digits
+            raise ConfigError(f"not valid YAML: {str(e)[:120]}", location=str(p),
+                              fix="fix the value in the YAML file") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
