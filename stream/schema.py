@@ -229,7 +229,7 @@ class EventBatch:
     """
 
     __slots__ = ("n", "numeric", "strcols", "str_hash", "str_offsets", "str_blob",
-                 "key_kind", "partition", "_strings")
+                 "key_kind", "partition", "_strings", "_lookups")
 
     def __init__(self, n: int, numeric: dict[str, np.ndarray], strcols: np.ndarray,
                  str_hash: np.ndarray, str_offsets: np.ndarray, str_blob: bytes,
@@ -243,6 +243,7 @@ class EventBatch:
         self.key_kind = key_kind
         self.partition = partition
         self._strings: list[str] | None = None
+        self._lookups = 0
 
     def __len__(self) -> int:
         return self.n
@@ -278,6 +279,9 @@ class EventBatch:
     def string(self, idx: int) -> str:
         if self._strings is not None:
             return self._strings[int(idx)]
+        self._lookups += 1
+        if self._lookups > 256:   # many lookups (alert evidence): decode the table once
+            return self.strings()[int(idx)]
         # decode only this entry: decoding the whole table for one lookup (e.g. the engine's
         # DC learning) costs ~10 ms per 4096-event batch
         i = int(idx)
