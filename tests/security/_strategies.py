@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 #: every fuzz test uses a small, fixed budget: the whole directory runs in well under 60 s
-FUZZ = settings(max_examples=50, deadline=None, derandomize=False,
+FUZZ = settings(max_examples=40, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
-SMALL = settings(FUZZ, max_examples=25)
+SMALL = settings(FUZZ, max_examples=20)
 
 NS = "http://schemas.microsoft.com/win/2004/08/events/event"
 
