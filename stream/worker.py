@@ -214,12 +214,21 @@ class WorkerCore:
         self.producer.poll(0)
 
     def _produce(self, topic: str, key: bytes, value: bytes) -> None:
+        from confluent_kafka import KafkaException
+
         while True:
             try:
                 self.producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
                 return
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as e:
+                # e.g. a fatal idempotent-producer error: the record never reached the
+                # producer, but the engine and rt.offset already moved past its batch. Record
+                # it as a delivery error so that no later snapshot can cover that batch
+                # (write() turns it fatal: the worker stops and its successor replays).
+                self._delivery_errors.append(f"{topic}: {e}")
+                raise
 
     def _delivered(self, err, msg) -> None:
         if err is not None:
