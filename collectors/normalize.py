@@ -26,7 +26,7 @@ from stream.errors import NormalizationError
 from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_LOCAL_SOURCE, FLAG_MACHINE,
                            FLAG_TARGET_MACHINE, NUMERIC_DEFAULTS)
 
-FLAG_NULL_SUBJECT = 1 << 5  # 4624: SubjectUserSid S-1-0-0 (network logon through NTLM/LSA)
+from stream.schema import FLAG_DELEGATED, FLAG_NULL_SUBJECT  # noqa: E402,F401
 
 _EMPTY = {"", "-", "%%1793", "null", "none", "n/a"}
 _INT64_MAX = 2**63 - 1  # numeric columns of the wire format are int64
@@ -464,6 +464,8 @@ class Normalizer:
             ev["value"] = ev.get("value", "").lower()
         if eid == 4769 and ev.get("service", "").lower().endswith("$"):
             flags |= FLAG_TARGET_MACHINE
+        if eid == 4769 and _s(rec.get("TransmittedServices")):
+            flags |= FLAG_DELEGATED
         fail = spec.get("failure")
         if fail is not None and fail(rec):
             flags |= FLAG_FAILURE
@@ -638,6 +640,8 @@ def _gen_source(eid: int, spec: dict) -> tuple[str, dict]:
     if eid == 4769:
         L.append("    if ev.get('service', '').lower().endswith('$'):")
         L.append(f"        flags |= {FLAG_TARGET_MACHINE}")
+        L.append("    if _fs(g('TransmittedServices')):")
+        L.append(f"        flags |= {FLAG_DELEGATED}")
     fail = spec.get("failure")
     if fail is not None:
         env["_fail"] = fail

@@ -189,7 +189,7 @@ class Engine:
         if bmax > self.watermark_ms:
             self.watermark_ms = bmax
         self._learn_dcs(batch)
-        sflags = self.features.compute(batch.str_hash, batch.string)
+        sflags = self.features.compute(batch.str_hash, batch.string, batch.strcols)
         learning = self.settings.sensitivity == "high"
         learn_until = self.first_ms + int(self.settings.learning_days * 86_400_000)
         ctx = BatchContext(sflags=sflags, key=key_hashes(batch, self.key_kind),

@@ -19,7 +19,7 @@ from numba import njit
 
 from stream.settings import DetectionSettings
 
-from .kernels.common import find_slot, slot_of
+from .kernels.common import find_slot, mix, slot_of
 
 # -- configuration tags ----------------------------------------------------------------------
 T_HONEYTOKEN = np.uint64(1 << 0)        # account name tagged honeytoken
@@ -49,21 +49,61 @@ SENSITIVE_BUILTIN_SIDS = frozenset({"s-1-5-32-544", "s-1-5-32-548", "s-1-5-32-54
                                     "s-1-5-32-550", "s-1-5-32-551", "s-1-5-32-580",
                                     "s-1-5-32-562", "s-1-5-32-569"})
 
-_STATIC: list[tuple[str, np.uint64, Callable[[str], bool]]] = []
-_NEXT_BIT = [16]
+_STATIC: list[tuple[str, np.uint64, Callable[[str], bool], int]] = []
+
+from stream.schema import STRING_FIELDS as _SF  # noqa: E402
+
+_COLBIT = {f: 1 << i for i, f in enumerate(_SF)}
+# Columns whose strings are (nearly) unique per event and carry no entity: never featurized
+# unless a feature asks for them explicitly.
+_BULK = ("extra",)
+ALL_COLUMNS = sum(b for f, b in _COLBIT.items() if f not in _BULK)
+# Columns the configuration tags (honeytoken, sensitive, DC, sync, admin host...) apply to.
+CONFIG_COLUMNS = ALL_COLUMNS
 
 
-def string_feature(name: str, predicate: Callable[[str], bool]) -> np.uint64:
+def column_bits(columns) -> int:
+    if columns is None:
+        return ALL_COLUMNS
+    try:
+        return sum(_COLBIT[c] for c in columns)
+    except KeyError as e:
+        raise ValueError(f"unknown string column {e.args[0]!r} for a string feature") from None
+
+
+# Stable bit numbers. Kernels read feature bits as compile-time constants and numba caches
+# compiled kernels per source file, so a bit must never depend on import order: every
+# feature gets its pinned bit here (APPEND ONLY -- never reorder or remove an entry).
+PINNED_FEATURES: tuple[str, ...] = (
+    "lm_share_ipc", "lm_share_admin", "lm_pipe_remote_exec", "lm_pipe_coerce",
+    "lm_pipe_spoolss", "lm_pipe_coerce_weak", "lm_exec_file", "lm_ipv6",
+    "lm_service_image_suspicious", "lm_service_remote_exec_tool", "lm_task_remote_exec",
+    "bh_builtin_admin", "nt_authority_subject", "builtin_admin_sid", "krbtgt_service",
+    "replication_rights", "dpapi_backupkey_secret", "pipe_protected_storage", "ipc_share",
+    "attr_key_credential_link", "sam_entity_handle", "sam_group_handle", "ds_principal_class",
+    "pipe_session_enum", "pipe_recon",
+)
+_PIN = {n: 16 + i for i, n in enumerate(PINNED_FEATURES)}
+assert 16 + len(PINNED_FEATURES) <= 64
+
+
+def string_feature(name: str, predicate: Callable[[str], bool],
+                   columns: tuple[str, ...] | None = None) -> np.uint64:
     """Register a static string predicate (called with the *lower-cased* string); returns
-    its bit. Idempotent per name."""
-    for n, bit, _ in _STATIC:
+    its bit. ``columns``: the string columns it applies to (default: every column except
+    ``extra``) -- restricting it keeps the per-distinct-string cost low. Idempotent per name
+    (a second registration widens the columns)."""
+    bits = column_bits(columns)
+    for i, (n, bit, pred, cb) in enumerate(_STATIC):
         if n == name:
+            _STATIC[i] = (n, bit, pred, cb | bits)
             return bit
-    if _NEXT_BIT[0] >= 64:
-        raise RuntimeError("out of string feature bits (max 48 static features)")
-    bit = np.uint64(1 << _NEXT_BIT[0])
-    _NEXT_BIT[0] += 1
-    _STATIC.append((name, bit, predicate))
+    if name not in _PIN:
+        raise ValueError(f"string feature {name!r} has no pinned bit: append it to "
+                         "detectors.features.PINNED_FEATURES (bits must not depend on "
+                         "import order: numba caches kernels with the bits inlined)")
+    bit = np.uint64(1 << _PIN[name])
+    _STATIC.append((name, bit, predicate, bits))
     return bit
 
 
@@ -73,7 +113,7 @@ def contains_any(*needles: str) -> Callable[[str], bool]:
 
 
 def feature_names() -> dict[str, int]:
-    return {n: int(b) for n, b, _ in _STATIC}
+    return {n: int(b) for n, b, _, _ in _STATIC}
 
 
 def _name_part(s: str) -> str:
@@ -87,6 +127,8 @@ def _short_host(s: str) -> str:
 
 
 def _looks_like_ip(s: str) -> bool:
+    if not s or not (s[0].isdigit() or s[0] == ":" or ":" in s):
+        return False
     try:
         ipaddress.ip_address(s)
         return True
@@ -156,11 +198,21 @@ class FeatureComputer:
         self._reset_cache()
         return True
 
-    def flags_of(self, s: str) -> int:
+    def flags_of(self, s: str, colmask: int = -1) -> int:
+        """Flags of one string appearing in the columns of ``colmask`` (-1 = all)."""
         low = s.lower()
         f = 0
         if not low:
             return 0
+        for _, bit, pred, cb in _STATIC:
+            if cb & colmask:
+                try:
+                    if pred(low):
+                        f |= int(bit)
+                except Exception:  # a predicate must never stop the pipeline
+                    pass
+        if not colmask & CONFIG_COLUMNS:
+            return f
         name = _name_part(low)
         if self.honey and self.honey.match(low):
             f |= int(T_HONEYTOKEN)
@@ -186,24 +238,26 @@ class FeatureComputer:
             f |= int(T_LOOPBACK)
         if name in ("anonymous logon", "anonymous") or low == "s-1-5-7":
             f |= int(T_ANONYMOUS)
-        for _, bit, pred in _STATIC:
-            try:
-                if pred(low):
-                    f |= int(bit)
-            except Exception:  # a predicate must never stop the pipeline
-                pass
         return f
 
-    def compute(self, str_hash: np.ndarray, strings_at: Callable[[int], str]) -> np.ndarray:
+    def compute(self, str_hash: np.ndarray, strings_at: Callable[[int], str],
+                strcols: np.ndarray | None = None) -> np.ndarray:
         """Flags per string-table entry; ``strings_at(i)`` decodes entry i (misses only).
 
-        The cache lookup is one numba pass over the table; only strings never seen before
-        reach Python (``flags_of``).
+        With ``strcols`` (the batch's string index columns), each string is evaluated only
+        for the features of the columns it appears in, and strings that appear only in
+        ``extra`` are skipped. The cache lookup is one numba pass over the table (keyed by
+        string hash and column set); only unseen (string, columns) pairs reach Python.
         """
         hs = np.ascontiguousarray(str_hash, dtype=np.uint64)
+        if strcols is not None:
+            colmask = _colmask(strcols, len(hs), ALL_COLUMNS)
+        else:
+            colmask = np.full(len(hs), ALL_COLUMNS, dtype=np.uint64)
         out = np.zeros(len(hs), dtype=np.uint64)
         miss = np.empty(len(hs), dtype=np.int64)
-        m = _cache_lookup(self._keys, self._vals, hs, out, miss)
+        ckeys = np.empty(len(hs), dtype=np.uint64)
+        m = _cache_lookup(self._keys, self._vals, hs, colmask, out, miss, ckeys)
         if m:
             if self._count + m > _CACHE_MAX:
                 self._reset_cache()
@@ -218,9 +272,10 @@ class FeatureComputer:
                 live = old_k != 0
                 _cache_insert(self._keys, self._vals, old_k[live], old_v[live])
             idx = miss[:m]
-            vals = np.fromiter((self.flags_of(strings_at(i)) for i in idx.tolist()),
-                               dtype=np.uint64, count=m)
-            _cache_insert(self._keys, self._vals, hs[idx], vals)
+            cm = colmask[idx].tolist()
+            vals = np.fromiter((self.flags_of(strings_at(i), c)
+                                for i, c in zip(idx.tolist(), cm)), dtype=np.uint64, count=m)
+            _cache_insert(self._keys, self._vals, ckeys[idx], vals)
             self._count += m
             out[idx] = vals
         return out
@@ -230,13 +285,29 @@ _CACHE_MAX = 2_000_000
 
 
 @njit(cache=True)
-def _cache_lookup(keys, vals, hs, out, miss):
+def _colmask(strcols, ns, allowed):
+    cm = np.zeros(ns, dtype=np.uint64)
+    for j in range(strcols.shape[0]):
+        bit = np.uint64(1) << np.uint64(j)
+        if not (bit & allowed):
+            continue
+        row = strcols[j]
+        for i in range(len(row)):
+            cm[row[i]] |= bit
+    return cm
+
+
+@njit(cache=True)
+def _cache_lookup(keys, vals, hs, colmask, out, miss, ckeys):
     m = 0
     for i in range(len(hs)):
         h = hs[i]
-        if h == 0:
+        c = colmask[i]
+        if h == 0 or c == 0:
             continue
-        s = find_slot(keys, h)
+        k = mix(h, c)
+        ckeys[i] = k
+        s = find_slot(keys, k)
         if s >= 0:
             out[i] = vals[s]
         else:

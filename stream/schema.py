@@ -110,6 +110,8 @@ FLAG_FAILURE = 1 << 1        # the action failed
 FLAG_ANONYMOUS = 1 << 2      # ANONYMOUS LOGON / S-1-5-7 / NULL SID subject
 FLAG_TARGET_MACHINE = 1 << 3  # target_account is a machine account
 FLAG_LOCAL_SOURCE = 1 << 4   # source is the local machine (loopback / '-')
+FLAG_NULL_SUBJECT = 1 << 5   # 4624: SubjectUserSid S-1-0-0
+FLAG_DELEGATED = 1 << 6      # 4769: TransmittedServices present (S4U2Proxy delegation)
 
 FLAG_NAMES = {
     "machine": FLAG_MACHINE,
@@ -117,6 +119,8 @@ FLAG_NAMES = {
     "anonymous": FLAG_ANONYMOUS,
     "target_machine": FLAG_TARGET_MACHINE,
     "local_source": FLAG_LOCAL_SOURCE,
+    "null_subject": FLAG_NULL_SUBJECT,
+    "delegated": FLAG_DELEGATED,
 }
 
 NUMERIC_DEFAULTS: dict[str, int] = {
@@ -150,7 +154,8 @@ class IdentityEvent(BaseModel):
     uac_old: int = Field(0, ge=0, le=0xFFFFFFFF, description="Old userAccountControl (4738/4742).")
     uac_new: int = Field(0, ge=0, le=0xFFFFFFFF, description="New userAccountControl (4738/4742).")
     flags: int = Field(0, ge=0, le=0xFFFFFFFF, description="Bit field: machine=1, failure=2, "
-                       "anonymous=4, target_machine=8, local_source=16.")
+                       "anonymous=4, target_machine=8, local_source=16, "
+                       "null_subject=32, delegated=64.")
 
     computer: str = Field("", description="Reporting computer (domain controller), lower case.")
     channel: str = Field("", description="Event log channel, lower case (security, system).")

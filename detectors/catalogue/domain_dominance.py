@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from stream.schema import FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_TARGET_MACHINE, key_hash
+from stream.schema import (FLAG_ANONYMOUS, FLAG_DELEGATED, FLAG_FAILURE, FLAG_TARGET_MACHINE,
+                           key_hash)
 
 from ..base import Detector, Param, register
 from ..features import T_DC, string_feature
@@ -20,8 +21,7 @@ from .persistence import (A_NTSD, A_SPN, C_NTDSDSA, L_ADMINSDHOLDER, L_DC_OU, L_
 
 # 4769 for S4U2Proxy (constrained delegation) carries TransmittedServices: the named account
 # never asked the KDC for a TGT itself, so the golden-ticket join must skip it.
-F_KRB_TRANSMITTED = string_feature("krb_transmitted_services",
-                                   lambda s: '"transmittedservices"' in s)
+# (the normalizer sets FLAG_DELEGATED on such 4769 events)
 
 _KERBEROS = np.uint64(key_hash("kerberos"))
 _KRBTGT_HASHES = np.array(sorted({key_hash(s) for s in ("krbtgt", "KRBTGT", "Krbtgt")}),
@@ -95,7 +95,7 @@ def _golden(event_id, flags, time_ms, key, service, account_domain, extra, proto
             continue
         if _is_krbtgt(str_hash[service[i]], krbtgt_hashes):
             continue
-        if sflags[extra[i]] & F_KRB_TRANSMITTED:
+        if flags[i] & FLAG_DELEGATED:
             continue
         if t < first[gs] + lifetime:
             continue  # not yet a full TGT lifetime of history: TGTs may predate the engine

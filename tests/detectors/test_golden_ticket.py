@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from stream.schema import FLAG_DELEGATED
+
 from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
 
@@ -52,9 +54,9 @@ def tgt(t, account="corp\\bob", realm="CORP.LOCAL", ip="10.0.0.5"):
 
 
 def tgs(t, account="corp\\bob", realm="CORP.LOCAL", ip="10.0.0.5", service="cifs/fs01",
-        extra=""):
+        extra="", flags=0):
     return ev(t, 4769, account=account, account_domain=realm, src_ip=ip, service=service,
-              status=0, ticket_encryption=0x12, extra=extra)
+              status=0, ticket_encryption=0x12, extra=extra, flags=flags)
 
 
 def warmup(until_h=11):
@@ -97,7 +99,9 @@ def test_negative_warmup_renewal_delegation_and_foreign_realm():
             ev(9 * H, 4770, account="corp\\carol", service="krbtgt", account_domain="CORP.LOCAL"),
             tgs(12 * H, account="corp\\carol")]
     # S4U2Proxy (constrained delegation): the user never asked for a TGT itself
-    evs.append(tgs(12 * H, account="corp\\webuser", extra='{"TransmittedServices":"http/web"}'))
+    # (the normalizer sets FLAG_DELEGATED when TransmittedServices is present)
+    evs.append(tgs(12 * H, account="corp\\webuser", extra='{"TransmittedServices":"http/web"}',
+                   flags=FLAG_DELEGATED))
     # trusted-domain user: realm never seen in a local TGT
     evs.append(tgs(12 * H, account="other\\bob", realm="OTHER.LOCAL"))
     # normal user with a fresh TGT; NTLM logon with 'NT AUTHORITY' domain
