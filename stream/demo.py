@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 WORKER_GROUP = "itdr-demo-worker"
 SINK_GROUP = "itdr-sink-workspace"
-STALL_S = 180.0          # no progress for this long while waiting = pipeline failure
+# no progress for this long while waiting = pipeline failure (a cold numba cache makes the
+# worker compile for minutes on a busy 2-core machine before its first batch)
+STALL_S = float(os.environ.get("ITDR_DEMO_STALL_S", "600"))
 
 
 class PipelineError(ITDRError):
@@ -274,16 +276,38 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
              f"{sim.n_users} users, {len(sim.workstations)} workstations, 3 DCs, "
              f"{sim.days} days, {len(sim.injected())} injected attacks")
 
-    # 2. worker + workspace sink
+    # 2. workspace sink now; the worker once the detector kernels are compiled. A child
+    # process compiles every kernel on a small sample of the same domain through the offline
+    # pipeline (the streaming code path), so the numba cache holds the signatures real
+    # batches need; the worker then loads them instead of compiling inside its event loop.
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("ITDR_CONFIG", None)
     py = [sys.executable, "-m", "stream.cli"]
-    children.append(Child("stream worker", py + ["worker", "-c", str(cfg_path),
-                                                 "--log-level", "INFO"],
-                          workdir / "worker.log", env))
-    children.append(Child("workspace sink", py + ["sink", "workspace", "-c", str(cfg_path),
-                                                  "--log-level", "INFO"],
-                          workdir / "sink.log", env))
+    sink = Child("workspace sink", py + ["sink", "workspace", "-c", str(cfg_path),
+                                         "--log-level", "INFO"], workdir / "sink.log", env)
+    children.append(sink)
+    t_warm = time.monotonic()
+    warm = Child("kernel warm-up", [sys.executable, "-c", "import sys; from stream.demo import "
+                                    "prewarm; prewarm(sys.argv[1], int(sys.argv[2]))",
+                                    str(cfg_path), str(args.seed)], workdir / "warmup.log", env)
+    children.append(warm)
+    worker: list[Child] = []
+
+    def start_worker_when_warm() -> bool:
+        if worker:
+            return True
+        if warm.alive():
+            return False
+        if warm.proc.returncode != 0:
+            raise PipelineError(f"detector kernel warm-up failed:\n{warm.tail()}",
+                                location=str(warm.log_path))
+        stages["kernel_warmup_s"] = round(time.monotonic() - t_warm, 2)
+        children.remove(warm)
+        worker.append(Child("stream worker", py + ["worker", "-c", str(cfg_path),
+                                                   "--log-level", "INFO"],
+                            workdir / "worker.log", env))
+        children.append(worker[0])
+        return True
 
     # 3. generate -> normalize -> batch -> produce
     t = time.monotonic()
@@ -312,8 +336,10 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
         if n_rec % 2000 == 0:
             producer.service(0)
             prog.update("sending", n_rec, max(expected, n_rec))
-            for c in children:
-                c.check()
+            start_worker_when_warm()
+            sink.check()
+            if worker:
+                worker[0].check()
     for m in batcher.flush():
         _send(producer, m)
     if not producer.flush(120):
@@ -322,6 +348,13 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
     prog.update("sending", n_rec, n_rec, force=True)
     prog.done(f"sent       {n_rec:,} records -> {n_ev:,} identity events "
               f"({producer.delivered_batches} wire batches) in {stages['generate_send_s']}s")
+
+    if not start_worker_when_warm():
+        prog.say("warming    compiling the detector kernels (first run only; cached "
+                 "afterwards)")
+        while not start_worker_when_warm():
+            sink.check()
+            time.sleep(0.5)
 
     # 4. wait for the worker (processed + durable = every alert flushed), then the sink
     t = time.monotonic()
@@ -359,7 +392,7 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
             elif time.monotonic() - last_change > STALL_S:
                 raise PipelineError(f"the stream worker made no progress for {STALL_S:.0f} s "
                                     f"({done}/{total} batches); worker log:\n"
-                                    f"{children[0].tail()}")
+                                    f"{worker[0].tail()}")
             time.sleep(0.5)
         stages["detect_wait_s"] = round(time.monotonic() - t, 2)
         prog.done(f"detected   worker processed {total} wire batches "
@@ -370,7 +403,7 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
         n_alert_msgs = sum(ahw.values())
         last_done, last_change = -1, time.monotonic()
         while True:
-            children[1].check()
+            sink.check()
             com = _committed(cons, alerts_topic, parts)
             done = sum(min(com.get(p, 0), hi) for p, hi in ahw.items())
             prog.update("storing", done, max(n_alert_msgs, 1), "alert versions")
@@ -380,7 +413,7 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
                 last_done, last_change = done, time.monotonic()
             elif time.monotonic() - last_change > STALL_S:
                 raise PipelineError(f"the workspace sink made no progress for {STALL_S:.0f} s; "
-                                    f"sink log:\n{children[1].tail()}")
+                                    f"sink log:\n{sink.tail()}")
             time.sleep(0.3)
         stages["store_wait_s"] = round(time.monotonic() - t, 2)
         prog.done(f"stored     {n_alert_msgs} alert version(s) in {args.workspace}")
@@ -473,3 +506,21 @@ def _report(args, sim, result: dict, prog: Progress) -> dict:
         out.write(orjson.dumps(summary).decode() + "\n")
     out.flush()
     return summary
+
+
+def prewarm(config_path: str, seed: int = 7) -> None:
+    """Compile (or load from the numba cache) every detector kernel with the signatures the
+    demo's batches need: the offline pipeline over a small simulation of the same domain."""
+    from .generator import DomainSimulator, scan_simulation
+    from .settings import load_settings
+
+    s = load_settings(config_path)
+    t0 = time.perf_counter()
+    alerts, res = scan_simulation(DomainSimulator(seed=seed, events=5_000),
+                                  s.topics.partitions, s.detection.model_dump())
+    # and the signatures of the worker's own start-up warm-up (synthetic batches), so that
+    # the worker process only loads cached machine code
+    from .worker import warm_up
+    warm_up(s)
+    print(f"kernels ready in {time.perf_counter() - t0:.1f}s ({len(alerts)} alerts on the "
+          "warm-up sample)", flush=True)
