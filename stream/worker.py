@@ -562,6 +562,7 @@ def warm_up(settings: Settings) -> None:
     """Compile / load every detector kernel before consuming (numba cache)."""
     from detectors.engine import Engine
 
+    from . import wire
     from .synth import SynthConfig, synth_batches
 
     t0 = time.perf_counter()
@@ -569,7 +570,9 @@ def warm_up(settings: Settings) -> None:
         eng = Engine(settings.detection, kind, 0)
         for b in synth_batches(SynthConfig(events=2048, partitions=1, identities=64, seed=1,
                                            batch_events=1024), kind=kind):
-            eng.process(b)
+            # through the wire: decoded batches are read-only views, and numba compiles a
+            # separate specialization for read-only arrays -- warm the one the worker uses
+            eng.process(wire.decode(wire.encode(b)))
     log.info("detector kernels ready in %.2fs", time.perf_counter() - t0)
 
 
