@@ -66,15 +66,24 @@ class SlotState:
         return self.keys.nbytes + sum(c.nbytes for c in self.cols.values())
 
     def reserve(self, n_new: int) -> None:
-        """Ensure ``n_new`` more keys fit with load factor <= 0.5."""
+        """Ensure ``n_new`` more keys fit with load factor <= 0.5.
+
+        Cheap on the hot path: keeps an upper bound of the used slots and only counts the
+        table (O(capacity)) when the bound says it might be too full."""
+        bound = getattr(self, "_used_bound", None)
+        if bound is None:
+            bound = self.count()
+        if (bound + n_new) * 2 <= len(self.keys):
+            self._used_bound = bound + n_new
+            return
         used = self.count()
         need = (used + n_new) * 2
-        if need <= len(self.keys):
-            return
-        cap = len(self.keys)
-        while cap < need:
-            cap *= 2
-        self._resize(cap, keep=None)
+        if need > len(self.keys):
+            cap = len(self.keys)
+            while cap < need:
+                cap *= 2
+            self._resize(cap, keep=None)
+        self._used_bound = used + n_new
 
     def _resize(self, cap: int, keep: np.ndarray | None) -> None:
         old_keys = self.keys
@@ -92,6 +101,7 @@ class SlotState:
             new_cols[name] = nc
         self.keys = new_keys
         self.cols = new_cols
+        self._used_bound = None
 
     def expire(self, cutoff_ms: int) -> int:
         """Drop slots last touched before ``cutoff_ms``; returns how many were dropped."""
@@ -129,6 +139,7 @@ class SlotState:
                 if len(cols[name]) != len(st.keys):
                     raise StateError(f"state column {name} has wrong length")
             st.cols = cols
+            st._used_bound = None
             return st
         except (KeyError, ValueError, OSError, struct.error) as e:
             raise StateError(f"corrupt detector state snapshot: {e}",

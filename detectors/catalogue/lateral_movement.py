@@ -123,10 +123,20 @@ def host_hash_table(batch, cols, mask) -> np.ndarray:
     if not mask.any():
         return out
     idx = np.unique(np.concatenate([batch.col(c)[mask] for c in cols]))
-    for j in idx.tolist():
+    hs = batch.str_hash[idx].tolist()
+    cache = _HOST_HASH_CACHE
+    for j, h in zip(idx.tolist(), hs):
         if j:
-            out[j] = key_hash(_host_of(batch.string(j)))
+            v = cache.get(h)
+            if v is None:
+                if len(cache) > 500_000:
+                    cache.clear()
+                v = cache[h] = key_hash(_host_of(batch.string(j)))
+            out[j] = v
     return out
+
+
+_HOST_HASH_CACHE: dict[int, int] = {}
 
 
 # ============================================================================================
