@@ -375,32 +375,42 @@ def workspace_alerts(url: str) -> tuple[dict[str, Any], set[tuple[str, int]]]:
 
 # -- reference and comparison -------------------------------------------------------------------
 
-def reference_alerts_offline(events: list[dict], detection: dict, partitions: int,
-                             batch_events: int) -> tuple[dict[str, Any],
-                                                         dict[tuple[str, int], Any]]:
-    """The uninterrupted run without Kafka: :class:`stream.scan.OfflinePipeline` (same
-    batcher, same engines) over ``events``. Returns (id -> final alert, (id, version) ->
-    alert for every version emitted)."""
+def reference_from_messages(messages: Iterable, detection: dict, partitions: int,
+                            emitted_at: dict | None = None
+                            ) -> tuple[dict[str, Any], dict[tuple[str, int], Any]]:
+    """The uninterrupted run without Kafka: the engines of :class:`stream.scan.OfflinePipeline`
+    over the wire batches the collector path sends (``collectors.batcher.WireMessage``, in
+    send order). Returns (id -> final alert, (id, version) -> alert for every version);
+    ``emitted_at`` (optional) receives (id, version) -> ``last_seq`` of the batch that
+    produced it."""
     from . import wire
     from .scan import OfflinePipeline
     from .settings import DetectionSettings
 
+    pipe = OfflinePipeline(DetectionSettings(**detection), partitions)
     versions: dict[tuple[str, int], Any] = {}
-
-    class _Recording(OfflinePipeline):
-        def _consume(self, msgs) -> None:
-            for m in msgs:
-                batch = wire.decode(m.value)
-                for a in self._engine(m.partition).for_kind(batch.key_kind).process(batch):
-                    versions[(a.id, a.version)] = a
-                    cur = self.alerts.get(a.id)
-                    if cur is None or a.version >= cur.version:
-                        self.alerts[a.id] = a
-
-    pipe = _Recording(DetectionSettings(**detection), partitions, batch_events)
-    pipe.feed(events)
-    pipe.finish()
+    for m in messages:
+        batch = wire.decode(m.value)
+        for a in pipe._engine(m.partition).for_kind(batch.key_kind).process(batch):
+            versions[(a.id, a.version)] = a
+            if emitted_at is not None:
+                emitted_at.setdefault((a.id, a.version), m.last_seq)
+            cur = pipe.alerts.get(a.id)
+            if cur is None or a.version >= cur.version:
+                pipe.alerts[a.id] = a
     return dict(pipe.alerts), versions
+
+
+def reference_alerts_offline(events: list[dict], detection: dict, partitions: int,
+                             batch_events: int, emitted_at: dict | None = None
+                             ) -> tuple[dict[str, Any], dict[tuple[str, int], Any]]:
+    """:func:`reference_from_messages` of ``events`` batched as the bench sends them (one
+    :class:`~collectors.batcher.Batcher`, flushed once at the end: the same batches as
+    :meth:`stream.scan.OfflinePipeline.feed` + ``finish``)."""
+    from collectors.batcher import Batcher
+
+    return reference_from_messages(Batcher(partitions, batch_events).extend(events),
+                                   detection, partitions, emitted_at)
 
 
 def compare(reference: dict[str, Any], got: dict[str, Any]) -> dict[str, list[str]]:
@@ -454,24 +464,26 @@ def send_batch(producer, m) -> None:
 
 # -- the bench ----------------------------------------------------------------------------------
 
-def _kill_points(rng: random.Random, kills: int, n: int, first_attack: int) -> list[int]:
-    """Event indices at which to kill the worker: half in the learning days (state that
-    baselines depend on), half in the attack day (alerts in flight), each uniformly random
-    inside its own segment so that kills are spread out."""
+def _spread(rng: random.Random, k: int, lo: int, hi: int) -> list[int]:
+    """``k`` random points in [lo, hi), one uniformly inside each of k equal segments."""
+    hi = max(hi, lo + 1)
+    out = []
+    for i in range(k):
+        a = lo + (hi - lo) * i // k
+        b = lo + (hi - lo) * (i + 1) // k
+        out.append(rng.randrange(a, max(a + 1, b)))
+    return out
+
+
+def _kill_points(rng: random.Random, kills: int, n: int, first_attack: int,
+                 emit: list[int]) -> list[int]:
+    """Event indices at which to kill the worker: half in the learning days (state the
+    baselines depend on), half while alerts are being emitted (``emit``: event index after
+    which each reference alert version exists), each uniformly random in its own segment."""
     n_benign = kills // 2
-    n_attack = kills - n_benign
-    pts = []
-    lo, hi = int(0.1 * n), max(int(0.1 * n) + 1, first_attack)
-    for i in range(n_benign):
-        a = lo + (hi - lo) * i // n_benign
-        b = lo + (hi - lo) * (i + 1) // n_benign
-        pts.append(rng.randrange(a, max(a + 1, b)))
-    lo, hi = first_attack, max(first_attack + 1, int(0.99 * n))
-    for i in range(n_attack):
-        a = lo + (hi - lo) * i // n_attack
-        b = lo + (hi - lo) * (i + 1) // n_attack
-        pts.append(rng.randrange(a, max(a + 1, b)))
-    return sorted(pts)
+    lo, hi = (emit[0] + 1, emit[-1] + 2) if emit else (first_attack, n)
+    return sorted(_spread(rng, n_benign, int(0.1 * n), first_attack)
+                  + _spread(rng, kills - n_benign, lo, min(hi, n)))
 
 
 def run_bench(events: int = DEFAULT_EVENTS, kills: int = 2, seed: int = 11,
@@ -482,6 +494,7 @@ def run_bench(events: int = DEFAULT_EVENTS, kills: int = 2, seed: int = 11,
     from .settings import load_settings
 
     t_start = time.monotonic()
+    code0 = code_fingerprint()
     rng = random.Random(seed)
     own_dir = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="itdr-recovery-"))
@@ -494,8 +507,10 @@ def run_bench(events: int = DEFAULT_EVENTS, kills: int = 2, seed: int = 11,
         sim, evs, first_attack = simulated_events(seed, events)
         detection = sim.demo_config()
         partitions = 4
+        emitted_at: dict = {}
         ref_final, ref_versions = reference_alerts_offline(evs, detection, partitions,
-                                                          BATCH_EVENTS)
+                                                          BATCH_EVENTS, emitted_at)
+        emit = sorted(emitted_at.values())
         gt = sim.injected()
         ref_match = match_alerts(gt, [a.model_dump() for a in ref_final.values()])
         t_ref = round(time.monotonic() - t, 2)
@@ -541,9 +556,11 @@ def run_bench(events: int = DEFAULT_EVENTS, kills: int = 2, seed: int = 11,
         say(f"pipeline   broker {broker.bootstrap}, worker up in {t_up}s, sink started")
 
         # 3. produce (paced) with kills at seeded random points
-        kill_at = _kill_points(rng, kills, len(evs), first_attack)
-        sink_lo = first_attack + (len(evs) - first_attack) // 4
-        sink_kill_at = rng.randrange(sink_lo, max(sink_lo + 1, int(0.97 * len(evs))))
+        kill_at = _kill_points(rng, kills, len(evs), first_attack, emit)
+        # the sink dies while alerts flow: between 30 % and 80 % of the alert versions
+        sink_lo = emit[int(0.3 * (len(emit) - 1))] + 1 if emit else first_attack
+        sink_hi = emit[int(0.8 * (len(emit) - 1))] + 2 if emit else len(evs)
+        sink_kill_at = rng.randrange(sink_lo, max(sink_lo + 1, min(sink_hi, len(evs))))
         from collectors.batcher import Batcher
 
         producer = collector_producer(kafka, topics, workdir / "spool")
@@ -567,8 +584,15 @@ def run_bench(events: int = DEFAULT_EVENTS, kills: int = 2, seed: int = 11,
                 h = wait_for(lambda: (lambda h: h if h and h["stats"]["processed"] > 0
                                       and not h["rebalancing"] else None)(worker.health()),
                              300, "the worker to process records before the kill", check=check)
-                unsnap = sum(max(0, o["processed"] - o["durable"])
-                             for o in h["offsets"].values())
+                # prefer a moment between two snapshots (bounded: then kill anyway)
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    unsnap = sum(max(0, o["processed"] - o["durable"])
+                                 for o in h["offsets"].values())
+                    if unsnap:
+                        break
+                    time.sleep(0.05)
+                    h = worker.health() or h
                 worker.kill()
                 kill_log.append({"event_index": i, "t_s": round(time.monotonic() - t_send, 2),
                                  "records_not_snapshotted": unsnap,   # Kafka records (batches)
@@ -653,6 +677,7 @@ def run_bench(events: int = DEFAULT_EVENTS, kills: int = 2, seed: int = 11,
             "worker_kill_points": kill_log,
             "sink_kill_points": sink_kill_log,
             "restores_from_snapshot": restored,
+            "code_changed_during_run": code_fingerprint() != code0,
             "stages_s": {"reference": t_ref, "worker_start": t_up, "send": t_sent,
                          "drain": t_drain},
         }
@@ -667,6 +692,23 @@ def run_bench(events: int = DEFAULT_EVENTS, kills: int = 2, seed: int = 11,
             broker.stop()
         if own_dir and not os.environ.get("ITDR_BENCH_KEEP"):
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def code_fingerprint() -> str:
+    """Hash of the engine/collector sources: the reference (this process) and the worker
+    subprocesses must run the same code -- a tree edited mid-run makes the comparison
+    meaningless, and the bench says so instead of reporting a false loss."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for pkg in ("detectors", "collectors", "stream"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(ROOT)).encode())
+            try:
+                h.update(f.read_bytes())
+            except OSError:
+                pass
+    return h.hexdigest()[:16]
 
 
 def _ws_count(url: str) -> int:
@@ -715,6 +757,9 @@ def format_summary(r: dict) -> str:
         f"{len(r['content_mismatches'])}; attacks detected {r['detected_attacks']}/"
         f"{r['injected_attacks']} (reference {r['detected_attacks_reference']})",
     ]
+    if r.get("code_changed_during_run"):
+        lines.append("  WARNING: detectors/collectors/stream sources changed during the run: "
+                     "reference and workers may have run different code; run again")
     for k in r["worker_kill_points"]:
         lines.append(f"  worker kill at event {k['event_index']:,} (t={k['t_s']}s): "
                      f"{k['records_not_snapshotted']} records to replay")

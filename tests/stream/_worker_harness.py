@@ -4,35 +4,24 @@ the very same partition record sequences)."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
 from pathlib import Path
 
-import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from collectors.batcher import Batcher
 from stream import wire
+from stream import recovery as _recovery
 from stream.alert import Alert
-from stream.broker import free_port
 from stream.errors import WireFormatError
+from stream.recovery import (WorkerProc, alert_table, high_watermarks, kinds_topics,  # noqa: F401
+                             read_alerts, read_topic, wait_caught_up, wait_started)
 from stream.schema import FLAG_FAILURE, KEY_ACCOUNT, KEY_SOURCE
 from stream.settings import DetectionSettings, KafkaSettings, TopicSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DETECTION = {"enabled": ["brute-force"]}
-
-
-def kinds_topics(topics: TopicSettings) -> dict[int, str]:
-    return {KEY_ACCOUNT: topics.name("events"), KEY_SOURCE: topics.name("events_by_source")}
 
 
 # -- traffic ----------------------------------------------------------------------------------
@@ -108,158 +97,19 @@ class TrafficProducer:
         self.p.produce(self.topics[kind], value=value, key=key, partition=partition)
 
 
-# -- worker subprocess -----------------------------------------------------------------------
+# -- worker subprocess, waiting, reading alerts: shared with the recovery bench and
+#    tests/reliability (stream/recovery.py) ---------------------------------------------------
 
 def write_config(tmp_path: Path, kafka: KafkaSettings, topics: TopicSettings, app_id: str,
                  name: str = "w", snapshot_interval_s: float = 1.0, instance_id: str | None = None,
                  **detection) -> tuple[Path, int]:
-    port = free_port()
-    cfg = {"kafka": {"bootstrap_servers": kafka.bootstrap_servers},
-           "topics": topics.model_dump(),
-           "detection": {**DETECTION, **detection},
-           "worker": {"app_id": app_id, "web_port": port, "snapshot_interval_s": snapshot_interval_s,
-                      "take_max": 16, "state_dir": str(tmp_path / f"state-{name}"),
-                      "instance_id": instance_id}}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path, port
+    return _recovery.write_config(tmp_path, kafka, topics, app_id, name=name,
+                                  snapshot_interval_s=snapshot_interval_s,
+                                  instance_id=instance_id,
+                                  detection={**DETECTION, **detection}, take_max=16)
 
 
-class WorkerProc:
-    def __init__(self, cfg: Path, port: int, log: Path):
-        self.port = port
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "-c", str(cfg), "--log-level", "INFO"],
-            cwd=str(ROOT), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def health(self) -> dict | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                return json.loads(r.read())
-        except Exception:
-            return None
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-            return r.read().decode()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def high_watermarks(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, int]:
-    """``"<kind>/<p>" -> high watermark`` of both events topics."""
-    c = Consumer({**kafka.as_librdkafka(), "group.id": "hw-" + uuid.uuid4().hex})
-    out = {}
-    try:
-        for kind, name in kinds_topics(topics).items():
-            for p in range(topics.partitions):
-                _, hi = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-                out[f"{'account' if kind == KEY_ACCOUNT else 'source'}/{p}"] = hi
-    finally:
-        c.close()
-    return out
-
-
-def wait_caught_up(workers: list[WorkerProc], kafka, topics, timeout: float = 90,
-                   durable: bool = False) -> dict:
-    """Wait until the workers together have processed every record of both events topics
-    (and, with ``durable``, snapshotted them)."""
-    hw = high_watermarks(kafka, topics)
-    deadline = time.time() + timeout
-    last = {}
-    while time.time() < deadline:
-        seen: dict[str, dict] = {}
-        for w in workers:
-            assert w.alive(), f"worker died:\n{w.log_text()[-3000:]}"
-            h = w.health()
-            if h:
-                seen.update(h["offsets"])
-        last = seen
-        key = "durable" if durable else "processed"
-        if all(h == 0 or (k in seen and seen[k][key] >= h - 1) for k, h in hw.items()):
-            return seen
-        time.sleep(0.2)
-    raise AssertionError(f"workers did not catch up: watermarks {hw}, seen {last}\n"
-                         + "\n".join(w.log_text()[-2000:] for w in workers))
-
-
-def wait_started(w: WorkerProc, timeout: float = 90, partitions: int | None = None) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert w.alive(), f"worker died:\n{w.log_text()[-3000:]}"
-        h = w.health()
-        if h and not h["rebalancing"] and h["partitions"] and (
-                partitions is None or len(h["partitions"]) == partitions):
-            return h
-        time.sleep(0.2)
-    raise AssertionError(f"worker did not start:\n{w.log_text()[-3000:]}")
-
-
-# -- alerts and the reference ------------------------------------------------------------------
-
-def read_topic(kafka: KafkaSettings, topic: str, idle: float = 1.5, timeout: float = 30):
-    c = Consumer({**kafka.as_librdkafka(), "group.id": "rd-" + uuid.uuid4().hex,
-                  "auto.offset.reset": "earliest", "enable.partition.eof": True,
-                  "enable.auto.commit": False})
-    md = c.list_topics(topic, timeout=10)
-    parts = list(md.topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    out = []
-    eof: set[int] = set()
-    deadline = time.time() + timeout
-    last = time.time()
-    try:
-        while time.time() < deadline:
-            msgs = c.consume(500, 0.3)
-            for m in msgs:
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        eof.add(m.partition())
-                    continue
-                out.append(m)
-                last = time.time()
-            if len(eof) == len(parts) and time.time() - last > idle:
-                break
-    finally:
-        c.close()
-    return out
-
-
-def read_alerts(kafka: KafkaSettings, topics: TopicSettings) -> list[Alert]:
-    return [Alert.from_json(m.value()) for m in read_topic(kafka, topics.name("alerts"))]
-
-
-def alert_table(alerts: list[Alert]) -> dict[tuple[str, int], dict]:
-    """(id, version) -> full alert content; asserts duplicates are identical (idempotent
-    re-emission after a replay)."""
-    out: dict[tuple[str, int], dict] = {}
-    for a in alerts:
-        d = a.model_dump(mode="json")
-        k = (a.id, a.version)
-        if k in out:
-            assert out[k] == d, f"alert {k} re-emitted with different content"
-        out[k] = d
-    return out
-
+# -- the reference ----------------------------------------------------------------------------
 
 def reference_alerts(kafka: KafkaSettings, topics: TopicSettings,
                      detection: dict | None = None) -> list[Alert]:
