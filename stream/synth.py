@@ -194,6 +194,9 @@ def generate(cfg: SynthConfig) -> Traffic:
         "svc_name": "backupagent", "svc_img": "c:\\program files\\backup\\agent.exe",
         "bad_svc": "psexesvc", "bad_img": "%systemroot%\\psexesvc.exe",
         "domain_up": "CORP",
+        "sysvol": "\\\\*\\sysvol", "gpt_ini": "corp.local\\policies\\{31b2f340-016d-11d2-945f-00c04fb984f9}\\gpt.ini",
+        "helpdesk": "helpdesk operators", "users_grp": "users",
+        "svchost": "c:\\windows\\system32\\svchost.exe",
     }.items()}
 
     n = cfg.events
@@ -208,10 +211,12 @@ def generate(cfg: SynthConfig) -> Traffic:
     ui = rng.permutation(cfg.identities)[ui]
     if cfg.cover_all:
         ui = rng.permutation(np.arange(n, dtype=np.int64) % cfg.identities)
-    hi = rng.integers(0, cfg.hosts, size=n)
+    machine_evt = rng.random(n) < 0.25
+    # benign users work from their own workstation (a stable source per identity); machine
+    # events come from any host
+    hi = np.where(machine_evt, rng.integers(0, cfg.hosts, size=n), ui % cfg.hosts)
     di = rng.integers(0, cfg.dcs, size=n)
     si = rng.integers(0, n_svc, size=n)
-    machine_evt = rng.random(n) < 0.25
 
     num = {f: np.full(n, NUMERIC_DEFAULTS.get(f, 0), dtype=dt) for f, dt in NUMERIC_FIELDS.items()}
     num["time_ms"] = t
@@ -270,9 +275,9 @@ def generate(cfg: SynthConfig) -> Traffic:
     setm(m, action=S["object_modified"], protocol=S["ldap"], object_class=S["user_class"],
          object=objects[ui % len(objects)], attribute=S["attr_desc"])
     m = eid == 5145
-    pipes = np.array([S["srvsvc"], S["netlogon"], S["lsarpc"]])
-    setm(m, action=S["share_access"], protocol=S["smb"], share=S["ipc"],
-         relative_target=pipes[rng.integers(0, 3, size=n)], access_mask=0x3)
+    # benign DC share access: group policy reads from SYSVOL
+    setm(m, action=S["share_access"], protocol=S["smb"], share=S["sysvol"],
+         relative_target=S["gpt_ini"], access_mask=0x120089)
     m = eid == 4661
     setm(m, action=S["sam_access"], protocol=S["samr"], object_class=S["samdomain"],
          access_mask=0x2000000)
@@ -282,11 +287,11 @@ def generate(cfg: SynthConfig) -> Traffic:
     m = eid == 4672
     setm(m, action=S["special_privileges"])
     m = eid == 4728
-    setm(m, action=S["group_member_added"], group=S["domain_admins"], member=users[ui])
+    setm(m, action=S["group_member_added"], group=S["helpdesk"], member=users[ui])
     m = eid == 4738
     setm(m, action=S["account_changed"], target_account=users[ui])
     m = eid == 4799
-    setm(m, action=S["group_enumerated"], group=S["domain_admins"])
+    setm(m, action=S["group_enumerated"], group=S["users_grp"], object=S["svchost"])
     m = (eid == 7045) | (eid == 4697)
     setm(m, action=S["service_installed"], service_name=S["svc_name"], image_path=S["svc_img"],
          channel=np.where(eid == 7045, S["system"], S["security"]).astype(np.int64))

@@ -28,13 +28,13 @@ F_REPL_RIGHTS = string_feature(
     "replication_rights",
     lambda s: any(g in s for g in ("1131f6aa-9c07-11d1-f79f-00c04fc2dcd2",
                                     "1131f6ad-9c07-11d1-f79f-00c04fc2dcd2",
-                                    "89e95b76-444d-4c62-991a-0facbeda640c")))
-F_BCKUPKEY = string_feature("dpapi_backupkey_secret", lambda s: "bckupkey" in s)
+                                    "89e95b76-444d-4c62-991a-0facbeda640c")), columns=("properties",))
+F_BCKUPKEY = string_feature("dpapi_backupkey_secret", lambda s: "bckupkey" in s, columns=("object",))
 F_PIPE_PROTECTED_STORAGE = string_feature(
-    "pipe_protected_storage", lambda s: s.lstrip("\\") == "protected_storage")
-F_IPC_SHARE = string_feature("ipc_share", lambda s: s.endswith("ipc$"))
+    "pipe_protected_storage", lambda s: s.lstrip("\\") == "protected_storage", columns=("relative_target",))
+F_IPC_SHARE = string_feature("ipc_share", lambda s: s.endswith("ipc$"), columns=("share",))
 F_KEYCRED_ATTR = string_feature("attr_key_credential_link",
-                                lambda s: s == "msds-keycredentiallink")
+                                lambda s: s == "msds-keycredentiallink", columns=("attribute",))
 
 _WRONG_PW_NTLM = np.uint32(0xC000006A)
 

@@ -46,24 +46,24 @@ def _share(s: str) -> str:
 _EXEC_EXT = (".exe", ".dll", ".bat", ".cmd", ".ps1", ".vbs", ".sys", ".scr", ".hta", ".js",
              ".msi", ".com")
 
-F_IPC = string_feature("lm_share_ipc", lambda s: _share(s) == "ipc$")
-F_ADMIN_SHARE = string_feature("lm_share_admin", lambda s: _share(s) in ("admin$", "c$"))
+F_IPC = string_feature("lm_share_ipc", lambda s: _share(s) == "ipc$", columns=("share",))
+F_ADMIN_SHARE = string_feature("lm_share_admin", lambda s: _share(s) in ("admin$", "c$"), columns=("share",))
 # remote service control / task scheduler pipes, and the pipes of PsExec-like tools
 F_PIPE_REMOTE_EXEC = string_feature(
     "lm_pipe_remote_exec",
     lambda s: _pipe(s) in ("svcctl", "atsvc")
     or _pipe(s).startswith(("psexesvc", "remcom", "paexe", "csexec", "winexesvc"))
-    or _pipe(s).endswith(("-stdin", "-stdout", "-stderr")))
+    or _pipe(s).endswith(("-stdin", "-stdout", "-stderr")), columns=("relative_target",))
 F_PIPE_COERCE = string_feature("lm_pipe_coerce", lambda s: _pipe(s) in ("efsrpc", "lsass",
-                                                                         "netdfs"))
-F_PIPE_SPOOLSS = string_feature("lm_pipe_spoolss", lambda s: _pipe(s) == "spoolss")
+                                                                         "netdfs"), columns=("relative_target",))
+F_PIPE_SPOOLSS = string_feature("lm_pipe_spoolss", lambda s: _pipe(s) == "spoolss", columns=("relative_target",))
 F_PIPE_COERCE_WEAK = string_feature("lm_pipe_coerce_weak",
-                                    lambda s: _pipe(s) in ("lsarpc", "samr", "netlogon"))
+                                    lambda s: _pipe(s) in ("lsarpc", "samr", "netlogon"), columns=("relative_target",))
 # an executable written into ADMIN$ (the Windows folder) or C$\Windows
 F_EXEC_FILE = string_feature(
     "lm_exec_file", lambda s: s.strip().endswith(_EXEC_EXT)
-    and (not s.lstrip("\\").startswith(("users\\", "programdata\\"))))
-F_IPV6 = string_feature("lm_ipv6", lambda s: ":" in s)
+    and (not s.lstrip("\\").startswith(("users\\", "programdata\\"))), columns=("relative_target",))
+F_IPV6 = string_feature("lm_ipv6", lambda s: ":" in s, columns=("src_ip",))
 
 _SUSP_IMAGE_NEEDLES = (
     "cmd /c", "cmd.exe /c", "cmd /q", "cmd.exe /q", "%comspec%", "powershell", "pwsh",
@@ -95,16 +95,16 @@ def _susp_image(s: str) -> bool:
     return False
 
 
-F_SVC_SUSP = string_feature("lm_service_image_suspicious", _susp_image)
+F_SVC_SUSP = string_feature("lm_service_image_suspicious", _susp_image, columns=("image_path",))
 F_SVC_REMOTE_TOOL = string_feature("lm_service_remote_exec_tool", contains_any(
     "psexesvc", "remcomsvc", "paexec", "csexec", "winexesvc", "__output", "execute.bat",
-    "\\\\127.0.0.1\\admin$", "\\\\127.0.0.1\\c$", "btobto"))
+    "\\\\127.0.0.1\\admin$", "\\\\127.0.0.1\\c$", "btobto"), columns=("image_path",))
 # impacket atexec: task action "cmd.exe /C <cmd> > %windir%\Temp\<rand>.tmp 2>&1" and its
 # fixed trigger StartBoundary template
 F_TASK_REMOTE_EXEC = string_feature("lm_task_remote_exec", lambda s: (
     "2015-07-15t20:35:13.2757294" in s
     or ("\\temp\\" in s and ".tmp 2&gt;&amp;1" in s)
-    or ("\\temp\\" in s and ".tmp 2>&1" in s)))
+    or ("\\temp\\" in s and ".tmp 2>&1" in s)), columns=("value",))
 
 _WRITE_MASK = np.uint32(0x2 | 0x4)  # WriteData/AddFile | AppendData/AddSubdirectory
 

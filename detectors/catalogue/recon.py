@@ -28,21 +28,21 @@ F_NT_AUTHORITY = string_feature(
     lambda s: s.startswith(("nt authority\\", "s-1-5-18", "s-1-5-19", "s-1-5-20"))
     or s in ("system", "local service", "network service"))
 F_SAM_ENTITY = string_feature("sam_entity_handle",
-                              lambda s: s in ("sam_user", "sam_group", "sam_alias"))
-F_SAM_GROUP = string_feature("sam_group_handle", lambda s: s in ("sam_group", "sam_alias"))
+                              lambda s: s in ("sam_user", "sam_group", "sam_alias"), columns=("object_class",))
+F_SAM_GROUP = string_feature("sam_group_handle", lambda s: s in ("sam_group", "sam_alias"), columns=("object_class",))
 F_BUILTIN_ADMIN_SID = string_feature(
     "builtin_admin_sid", lambda s: s.startswith("s-1-5-21-") and s.endswith(("-500", "-502")))
 F_DS_PRINCIPAL_CLASS = string_feature(
     "ds_principal_class",
     lambda s: any(g in s for g in ("bf967aba-0de6-11d0-a285-00aa003049e2",   # user
                                     "bf967a9c-0de6-11d0-a285-00aa003049e2",   # group
-                                    "bf967a86-0de6-11d0-a285-00aa003049e2")))  # computer
-F_IPC_SHARE = string_feature("ipc_share", lambda s: s.endswith("ipc$"))
+                                    "bf967a86-0de6-11d0-a285-00aa003049e2")), columns=("object_class",))  # computer
+F_IPC_SHARE = string_feature("ipc_share", lambda s: s.endswith("ipc$"), columns=("share",))
 F_PIPE_SESSION = string_feature("pipe_session_enum",
-                                lambda s: s.lstrip("\\") in ("srvsvc", "wkssvc"))
+                                lambda s: s.lstrip("\\") in ("srvsvc", "wkssvc"), columns=("relative_target",))
 F_PIPE_RECON = string_feature("pipe_recon",
                               lambda s: s.lstrip("\\") in ("srvsvc", "wkssvc", "winreg",
-                                                           "lsarpc", "samr"))
+                                                           "lsarpc", "samr"), columns=("relative_target",))
 
 _KRB_UNKNOWN = np.uint32(0x6)          # KDC_ERR_C_PRINCIPAL_UNKNOWN
 _NTLM_NO_SUCH_USER = np.uint32(0xC0000064)
