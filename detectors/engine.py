@@ -66,7 +66,7 @@ class OpenAlert:
 
 
 def _add_unique(lst: list, v, cap: int = _MAX_LIST) -> None:
-    if v not in ("", None, 0) and v not in lst and len(lst) < cap:
+    if v not in ("", None, 0) and len(lst) < cap and v not in lst:
         lst.append(v)
 
 
@@ -233,6 +233,7 @@ class Engine:
     def _alerts(self, batch: EventBatch, hits: Hits) -> list[Alert]:
         gap = int(self.settings.episode_gap_s * 1000)
         touched: dict[str, OpenAlert] = {}  # by alert id: two episodes may close in one batch
+        last_hit: dict[str, int] = {}
         # process hits in event order (deterministic regardless of detector order)
         rows = []
         for did, idx, ent, cnt, first, aux in hits.parts:
@@ -274,7 +275,14 @@ class Engine:
             self.hits += 1
             self._merge_evidence(oa, det, batch, i, aux, cnt)
             touched[oa.id] = oa
-        return [self._to_alert(self.by_id[oa.detector], oa) for oa in touched.values()]
+            last_hit[oa.id] = i
+        out = []
+        for aid, oa in touched.items():
+            det = self.by_id[oa.detector]
+            # the description reflects the alert after the batch (rendered once per alert)
+            self._describe(oa, det, batch, last_hit[aid])
+            out.append(self._to_alert(det, oa))
+        return out
 
     def _merge_evidence(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
                         aux: int, cnt: int) -> None:
@@ -302,6 +310,9 @@ class Engine:
                 oa.details[k] = v
         if aux:
             oa.details["distinct"] = max(int(oa.details.get("distinct", 0) or 0), aux)
+
+    def _describe(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int) -> None:
+        g = batch.get
         fields = {f: g(f, i) for f in ("account", "target_account", "src_ip", "src_host",
                                         "target_host", "computer", "service", "object",
                                         "group", "member", "share", "relative_target",

@@ -285,7 +285,7 @@ class EventBatch:
         if self._strings is not None:
             return self._strings[int(idx)]
         self._lookups += 1
-        if self._lookups > 256:   # many lookups (alert evidence): decode the table once
+        if self._lookups > 4 * len(self.str_hash):  # decoding the table is cheaper now
             return self.strings()[int(idx)]
         # decode only this entry: decoding the whole table for one lookup (e.g. the engine's
         # DC learning) costs ~10 ms per 4096-event batch
