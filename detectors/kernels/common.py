@@ -66,6 +66,29 @@ def find_slot(keys, k):
 
 
 @njit(cache=True)
+def _best_window(buf, m, t, window):
+    """Max number of times in ``buf[:m]`` inside one window of length ``window`` that contains
+    ``t`` (true sliding window, two pointers over the sorted times) -> (count, first, last)."""
+    if m == 0:
+        return 0, t, t
+    v = np.sort(buf[:m])
+    best = 0
+    bf = t
+    bl = t
+    lo = 0
+    for hi in range(m):
+        while v[hi] - v[lo] > window:
+            lo += 1
+        if v[lo] <= t and v[hi] >= t:  # the window [v[lo], v[hi]] contains t
+            c = hi - lo + 1
+            if c > best:
+                best = c
+                bf = v[lo]
+                bl = v[hi]
+    return best, bf, bl
+
+
+@njit(cache=True)
 def ring_push(ring_ts, ring_pos, slot, t):
     """Append time ``t`` to the per-slot ring (``ring_ts[slot]`` of width R)."""
     r = ring_ts.shape[1]
@@ -90,24 +113,7 @@ def ring_max_in_window(ring_ts, ring_pos, slot, t, window):
         if x >= t - window and x <= t + window:
             buf[m] = x
             m += 1
-    if m == 0:
-        return 0, t, t
-    v = np.sort(buf[:m])
-    best = 0
-    bf = t
-    bl = t
-    lo = 0
-    for hi in range(m):
-        while v[hi] - v[lo] > window:
-            lo += 1
-        # window [v[lo], v[hi]] must contain t
-        if v[lo] <= t and v[hi] >= t:
-            c = hi - lo + 1
-            if c > best:
-                best = c
-                bf = v[lo]
-                bl = v[hi]
-    return best, bf, bl
+    return _best_window(buf, m, t, window)
 
 
 @njit(cache=True)
@@ -151,23 +157,7 @@ def distinct_in_window(d_val, d_ts, slot, t, window):
             if x >= t - window and x <= t + window:
                 buf[m] = x
                 m += 1
-    if m == 0:
-        return 0, t, t
-    v = np.sort(buf[:m])
-    best = 0
-    bf = t
-    bl = t
-    lo = 0
-    for hi in range(m):
-        while v[hi] - v[lo] > window:
-            lo += 1
-        if v[lo] <= t and v[hi] >= t:
-            c = hi - lo + 1
-            if c > best:
-                best = c
-                bf = v[lo]
-                bl = v[hi]
-    return best, bf, bl
+    return _best_window(buf, m, t, window)
 
 
 @njit(cache=True)
