@@ -145,6 +145,51 @@ class Child:
         self._log.close()
 
 
+EXTRA_SINKS = ("sentinel", "syslog", "alerts-topic")
+
+
+def _extra_sinks(args) -> dict[str, dict]:
+    """Sink sections the user enabled in ``--config`` (Sentinel endpoint, syslog receiver,
+    another Kafka cluster): the demo starts those sinks too."""
+    path = getattr(args, "config", None)
+    if not path:
+        return {}
+    from .settings import load_settings
+
+    user = load_settings(path).sinks or {}
+    out = {}
+    for name in EXTRA_SINKS:
+        sec = user.get(name.replace("-", "_")) or user.get(name)
+        if isinstance(sec, dict) and sec.get("enabled"):
+            out[name] = sec
+    return out
+
+
+def _wait_sink_group(settings, name: str, child, topic: str, parts: int, ahw: dict,
+                     prog, timeout: float = 120.0) -> None:
+    """Wait (bounded) until an extra sink's consumer group committed every alert."""
+    from confluent_kafka import Consumer
+
+    cons = Consumer({**settings.kafka.as_librdkafka(), "group.id": f"itdr-sink-{name}",
+                     "enable.auto.commit": False})
+    try:
+        total = sum(ahw.values())
+        deadline = time.monotonic() + timeout
+        done = 0
+        while time.monotonic() < deadline:
+            child.check()
+            com = _committed(cons, topic, parts)
+            done = sum(min(com.get(p, 0), hi) for p, hi in ahw.items())
+            if done >= total:
+                prog.done(f"delivered  {total} alert version(s) through the {name} sink")
+                return
+            time.sleep(0.5)
+        prog.say(f"warning: the {name} sink delivered {done}/{total} alert versions within "
+                 f"{timeout:.0f}s (see its log)")
+    finally:
+        cons.close()
+
+
 def _free_port() -> int:
     from .broker import free_port
     return free_port()
@@ -267,6 +312,9 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
     web_port = _free_port()
     cfg = demo_config(broker.bootstrap, sim.demo_config(), args.workspace,
                       str(workdir / "state"), web_port)
+    extra_sinks = _extra_sinks(args)
+    for name, section in extra_sinks.items():
+        cfg["sinks"][name.replace("-", "_")] = section
     cfg_path = workdir / "demo.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     settings = load_settings(str(cfg_path))
@@ -286,6 +334,13 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
     sink = Child("workspace sink", py + ["sink", "workspace", "-c", str(cfg_path),
                                          "--log-level", "INFO"], workdir / "sink.log", env)
     children.append(sink)
+    others = []
+    for name in extra_sinks:       # pointed at Sentinel / syslog / another cluster by --config
+        c = Child(f"{name} sink", py + ["sink", name, "-c", str(cfg_path), "--log-level",
+                                        "INFO"], workdir / f"sink-{name}.log", env)
+        children.append(c)
+        others.append((name, c))
+    holder["extra_sinks"] = others
     t_warm = time.monotonic()
     warm = Child("kernel warm-up", [sys.executable, "-c", "import sys; from stream.demo import "
                                     "prewarm; prewarm(sys.argv[1], int(sys.argv[2]))",
@@ -417,6 +472,8 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
             time.sleep(0.3)
         stages["store_wait_s"] = round(time.monotonic() - t, 2)
         prog.done(f"stored     {n_alert_msgs} alert version(s) in {args.workspace}")
+        for name, child in holder.get("extra_sinks", []):
+            _wait_sink_group(settings, name, child, alerts_topic, parts, ahw, prog)
     finally:
         cons.close()
 

@@ -115,3 +115,28 @@ def test_demo_stops_its_children_on_sigterm(tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.mark.skipif(bool(_missing), reason=f"worker not yet available: {_missing}")
+def test_demo_can_be_pointed_at_a_syslog_receiver_by_configuration(tmp_path):
+    """`itdr demo -c cfg.yaml` with sinks.syslog enabled also delivers every alert version as
+    CEF to that receiver (the same works for sinks.sentinel / sinks.alerts_topic)."""
+    sys.path.insert(0, str(ROOT / "tests" / "sinks"))
+    from syslog_receiver import SyslogReceiver
+
+    rx = SyslogReceiver("tcp")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"sinks:\n  syslog: {{enabled: true, host: 127.0.0.1, port: {rx.port}, "
+                   f"protocol: tcp}}\n")
+    try:
+        p = _run_demo(tmp_path, "-c", str(cfg))
+        assert p.returncode == 0, f"demo failed ({p.returncode}):\n{p.stderr[-4000:]}"
+        s = orjson.loads(p.stdout.strip().splitlines()[-1])
+        assert s["detected_attacks"] == s["injected_attacks"]
+        assert "through the syslog sink" in p.stderr
+        cef = [m for m in rx.messages if "CEF:0|OpenITDR|OpenITDR|" in m]
+        detectors = {m.split("|")[4] for m in cef}
+        assert set(s["alerts_by_detector"]) <= detectors
+        assert len(cef) >= s["alerts"]
+    finally:
+        rx.close()
