@@ -7,7 +7,7 @@ Conventions
 -----------
 * A key table is a ``uint64`` array of power-of-two capacity; 0 marks an empty slot (key 0 is
   remapped to 1 by :func:`norm_key`). Linear probing; no deletion (expiry rebuilds the table,
-  see ``detectors/state.py``). Callers guarantee load <= 0.5 before a batch (the engine grows
+  see ``detectors/state.py``). Callers guarantee load <= 0.7 before a batch (the engine grows
   tables ahead of each batch), so a probe always terminates.
 * Times are event-time milliseconds (int64).
 * Windows are *true sliding* windows evaluated on event time, independent of arrival order:
