@@ -253,6 +253,12 @@ def cmd_config_schema(args) -> int:
 
 def cmd_config_check(args) -> int:
     s = settings_from_args(args)
+    # the component sections are validated by their own packages' models
+    from collectors.settings import collector_settings
+    from sinks.settings import SinksSettings
+
+    collector_settings(s)
+    SinksSettings.from_root(s)
     print(f"ok: configuration valid (kafka {s.kafka.bootstrap_servers}, sensitivity "
           f"{s.detection.sensitivity})")
     return 0

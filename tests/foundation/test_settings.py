@@ -60,3 +60,19 @@ def test_secrets_are_masked_in_rendered_config():
     assert masked["sasl.password"] == "***"
     assert "hunter2" not in repr(k) and "hunter2" not in str(Settings(kafka=k).model_dump())
     assert k.as_librdkafka()["sasl.password"] == "hunter2"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("collector:\n  bogus_key: 1\n", "collector.bogus_key"),
+    ("sinks:\n  workspace: {url: 12}\n", "sinks.workspace.url"),
+])
+def test_config_check_validates_component_sections(tmp_path, capsys, text, key):
+    from stream.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    assert main(["config", "check", "-c", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "Fix:" in err
+    cfg.write_text("detection: {sensitivity: low}\n")
+    assert main(["config", "check", "-c", str(cfg)]) == 0
