@@ -128,6 +128,9 @@ class Detector:
     audit: ClassVar[str] = ""
     STATE: ClassVar[dict[str, tuple[str, tuple]] | None] = None
     window_ms: ClassVar[int] = 0
+    #: (parameter name, ms per unit): state is retained for that parameter's value, e.g.
+    #: ("window_s", 1000); None = ``window_ms``
+    retention_param: ClassVar[tuple[str, int] | None] = None
 
     def __init__(self, sensitivity: str = "high", overrides: dict[str, Any] | None = None):
         self.sensitivity = sensitivity
@@ -146,6 +149,9 @@ class Detector:
 
     def retention_ms(self) -> int:
         """How long per-entity state must be kept after its last update."""
+        if self.retention_param is not None:
+            name, unit = self.retention_param
+            return int(self.p[name] * unit)
         return int(self.window_ms)
 
     def details(self, batch: "EventBatch", i: int, aux: int) -> dict[str, Any]:
@@ -201,6 +207,8 @@ class Detector:
             vals = [p.default(s) for s in SENSITIVITIES]
             if any(not isinstance(v, (int, float)) or v < 0 for v in vals):
                 problems.append(f"{cls.id}: parameter {p.name} must be a non-negative number")
+        if cls.retention_param is not None and cls.retention_param[0] not in names:
+            problems.append(f"{cls.id}: retention_param names no parameter")
         if cls.STATE is not None and cls.window_ms <= 0:
             problems.append(f"{cls.id}: stateful detector needs window_ms > 0")
         return problems

@@ -123,8 +123,7 @@ class PasswordSpray(Detector):
     STATE = {"d_val": ("u8", (64,)), "d_ts": ("i8", (64,))}
     window_ms = 1_800_000
 
-    def retention_ms(self):
-        return int(self.p["window_s"] * 1000)
+    retention_param = ("window_s", 1000)
 
     def run(self, batch, ctx, hits):
         st = self.state
@@ -244,8 +243,7 @@ class Kerberoasting(Detector):
                 2: "RC4/DES-encrypted ticket for a sensitive or decoy service account",
                 3: "tickets for an unusually large number of user-account services"}
 
-    def retention_ms(self):
-        return int(self.p["window_s"] * 1000)
+    retention_param = ("window_s", 1000)
 
     def run(self, batch, ctx, hits):
         st = self.state

@@ -116,8 +116,7 @@ class BruteForce(Detector):
     STATE = {"ring": ("i8", (32,)), "pos": ("i8", ()), "src": ("u8", ())}
     window_ms = 600_000
 
-    def retention_ms(self):
-        return int(self.p["window_s"] * 1000)
+    retention_param = ("window_s", 1000)
 
     def run(self, batch, ctx, hits):
         st = self.state

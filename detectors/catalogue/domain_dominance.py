@@ -17,7 +17,7 @@ from ..kernels.common import find_slot, mix, slot_of
 from .persistence import (A_NTSD, A_SPN, C_NTDSDSA, L_ADMINSDHOLDER, L_DC_OU, L_DOMAIN_ROOT,
                           L_GPO, L_OP_DELETE, LOCAL, NL_TOOL, P_PWDLASTSET, REALM_GARBAGE,
                           REALM_LOWER_FQDN, V_DCSHADOW_SPN, V_REPL_GRANT,
-                          replication_grantees)
+                          ds_write_hits, replication_grantees)
 
 # 4769 for S4U2Proxy (constrained delegation) carries TransmittedServices: the named account
 # never asked the KDC for a TGT itself, so the golden-ticket join must skip it.
@@ -265,19 +265,6 @@ class DcShadow(Detector):
 # domain-acl-change
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
-def _domain_acl(event_id, attribute, obj, extra, lf, out):
-    m = 0
-    for i in range(len(event_id)):
-        if event_id[i] != 5136:
-            continue
-        if (lf[attribute[i]] & A_NTSD) == 0 or (lf[extra[i]] & L_OP_DELETE) != 0:
-            continue
-        if (lf[obj[i]] & (L_DOMAIN_ROOT | L_ADMINSDHOLDER | L_GPO)) == 0:
-            continue
-        out[m] = i
-        m += 1
-    return m
 
 
 @register
@@ -308,7 +295,8 @@ class DomainAclChange(Detector):
     def run(self, batch, ctx, hits):
         lf, _ = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
-        m = _domain_acl(batch.event_id, batch.attribute, batch.object, batch.extra, lf, out)
+        m = ds_write_hits(batch.event_id, batch.attribute, batch.object, batch.extra, lf,
+                          A_NTSD, L_DOMAIN_ROOT | L_ADMINSDHOLDER | L_GPO, out)
         if m:
             idx = out[:m]
             hits.add(self.id, idx, ctx.key[idx])

@@ -224,8 +224,7 @@ class PassTheHash(Detector):
     STATE = {"d_val": ("u8", (16,)), "d_ts": ("i8", (16,))}
     window_ms = 30 * 86_400_000
 
-    def retention_ms(self):
-        return int(self.p["host_history_days"] * 86_400_000)
+    retention_param = ("host_history_days", 86_400_000)
 
     def run(self, batch, ctx, hits):
         st = self.state
@@ -349,8 +348,7 @@ class OverpassTheHash(Detector):
              "d_ts": ("i8", (16,))}
     window_ms = 30 * 86_400_000
 
-    def retention_ms(self):
-        return int(self.p["history_days"] * 86_400_000)
+    retention_param = ("history_days", 86_400_000)
 
     def run(self, batch, ctx, hits):
         st = self.state
@@ -777,8 +775,7 @@ class Coercion(Detector):
     STATE = {"pipe_t": ("i8", ()), "d_val": ("u8", (8,)), "d_ts": ("i8", (8,))}
     window_ms = 7 * 86_400_000
 
-    def retention_ms(self):
-        return int(self.p["history_days"] * 86_400_000)
+    retention_param = ("history_days", 86_400_000)
 
     def run(self, batch, ctx, hits):
         st = self.state
@@ -916,8 +913,7 @@ class NtlmRelay(Detector):
     STATE = {"d_val": ("u8", (8,)), "d_ts": ("i8", (8,))}
     window_ms = 14 * 86_400_000
 
-    def retention_ms(self):
-        return int(self.p["history_days"] * 86_400_000)
+    retention_param = ("history_days", 86_400_000)
 
     def run(self, batch, ctx, hits):
         st = self.state

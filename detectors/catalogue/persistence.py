@@ -452,12 +452,17 @@ class SidHistoryInjection(Detector):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _adminsdholder(event_id, obj, extra, lf, out):
+def ds_write_hits(event_id, col, obj, extra, lf, col_bits, obj_bits, out):
+    """5136 writes (not value deletions) whose ``col`` string has one of ``col_bits`` and,
+    when ``obj_bits`` is non-zero, whose object has one of ``obj_bits`` (local flags ``lf``).
+    Shared by adminsdholder-change, rbcd-change and domain-acl-change."""
     m = 0
     for i in range(len(event_id)):
         if event_id[i] != 5136:
             continue
-        if (lf[obj[i]] & L_ADMINSDHOLDER) == 0 or (lf[extra[i]] & L_OP_DELETE) != 0:
+        if (lf[col[i]] & col_bits) == 0 or (lf[extra[i]] & L_OP_DELETE) != 0:
+            continue
+        if obj_bits != 0 and (lf[obj[i]] & obj_bits) == 0:
             continue
         out[m] = i
         m += 1
@@ -490,7 +495,8 @@ class AdminSdHolderChange(Detector):
     def run(self, batch, ctx, hits):
         lf, _ = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
-        m = _adminsdholder(batch.event_id, batch.object, batch.extra, lf, out)
+        m = ds_write_hits(batch.event_id, batch.object, batch.object, batch.extra, lf,
+                          L_ADMINSDHOLDER, np.uint64(0), out)
         if m:
             idx = out[:m]
             hits.add(self.id, idx, ctx.key[idx])
@@ -508,19 +514,6 @@ class AdminSdHolderChange(Detector):
 # ---------------------------------------------------------------------------------------------
 # rbcd-change
 # ---------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def _rbcd(event_id, attribute, extra, lf, out):
-    m = 0
-    for i in range(len(event_id)):
-        if event_id[i] != 5136:
-            continue
-        if (lf[attribute[i]] & A_RBCD) == 0 or (lf[extra[i]] & L_OP_DELETE) != 0:
-            continue
-        out[m] = i
-        m += 1
-    return m
-
 
 @register
 class RbcdChange(Detector):
@@ -550,7 +543,8 @@ class RbcdChange(Detector):
     def run(self, batch, ctx, hits):
         lf, _ = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
-        m = _rbcd(batch.event_id, batch.attribute, batch.extra, lf, out)
+        m = ds_write_hits(batch.event_id, batch.attribute, batch.object, batch.extra, lf,
+                          A_RBCD, np.uint64(0), out)
         if m:
             idx = out[:m]
             hits.add(self.id, idx, ctx.key[idx])

@@ -328,8 +328,7 @@ class SamrRecon(Detector):
                 2: "several sensitive accounts/groups were opened",
                 3: "many users/groups were opened in a short time"}
 
-    def retention_ms(self):
-        return int(self.p["window_s"] * 1000)
+    retention_param = ("window_s", 1000)
 
     def run(self, batch, ctx, hits):
         st = self.state
@@ -431,8 +430,7 @@ class LdapRecon(Detector):
     STATE = {"o_val": ("u8", (64,)), "o_ts": ("i8", (64,))}
     window_ms = 600_000
 
-    def retention_ms(self):
-        return int(self.p["window_s"] * 1000)
+    retention_param = ("window_s", 1000)
 
     def run(self, batch, ctx, hits):
         st = self.state
