@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
+from _harness import run_detector
 
 DID = "account-enumeration"
 T0 = 1_700_000_000_000
@@ -26,10 +26,7 @@ def ntlm(t, user, status=0xC0000064, host="ws66"):
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_volume_ten_unknown_names_in_five_minutes():

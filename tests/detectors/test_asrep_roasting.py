@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
+from _harness import run_detector
 
 DID = "asrep-roasting"
 T0 = 1_700_000_000_000
@@ -16,10 +16,7 @@ def tgt(t, account="corp\\legacy", preauth=0, status=0, enc=0x17, ip="10.0.0.66"
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_rc4_tgt_without_preauth():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride
+from _harness import run_detector
 
 DID = "brute-force"
 T0 = 1_700_000_000_000
@@ -26,10 +26,7 @@ def fail(t, account="corp\\alice", eid=4771, ip="10.0.0.66", flags=2, status=Non
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_ten_kerberos_wrong_passwords():

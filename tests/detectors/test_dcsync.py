@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, Exclusions
+from _harness import run_detector
 
 DID = "dcsync"
 T0 = 1_700_000_000_000
@@ -25,10 +25,7 @@ def repl(t, account="corp\\mallory", props=GET_CHANGES_ALL, mask=0x100, flags=0,
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_user_account_replicates():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, Exclusions
+from _harness import run_detector
 
 DID = "dpapi-backup-key"
 T0 = 1_700_000_000_000
@@ -27,10 +27,7 @@ def pipe(t, name="protected_storage", ip="10.0.0.66", account="corp\\mallory", f
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_backup_key_secret_read():

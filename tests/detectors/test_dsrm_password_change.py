@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
+from _harness import ev, run_detector, scan_sample_for
 
 DID = "dsrm-password-change"
 T0 = 1_700_000_000_000
@@ -15,29 +15,12 @@ SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 DC = "dc01.corp.local"
 
 
-def ev(t, eid, **kw):
-    d = {"time_ms": T0 + int(t * 1000), "event_id": eid, "computer": DC,
-         "channel": "security", "account": "corp\\bob"}
-    d.update(kw)
-    return d
-
-
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def scan_sample(rel):
-    from collectors.files import iter_paths
-    from stream.scan import scan_records
-
-    path = SAMPLES / rel
-    if not path.exists():
-        pytest.skip(f"sample {rel} not available (needs ../shared/samples)")
-    return [a for a in scan_records(iter_paths([str(path)]), DetectionSettings(), 4)
-            if a.detector == DID]
+    return scan_sample_for(DID, rel)
 
 
 needs_samples = pytest.mark.skipif(not SAMPLES.exists(),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride
+from _harness import run_detector
 
 DID = "kerberoasting"
 T0 = 1_700_000_000_000
@@ -20,10 +20,7 @@ def tgs(t, svc, enc=0x17, account="corp\\mallory", ip="10.0.0.66", status=0, fla
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_three_rc4_user_spns():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride
+from _harness import run_detector
 
 DID = "ldap-recon"
 T0 = 1_700_000_000_000
@@ -18,10 +18,7 @@ def read(t, obj, account="corp\\bob", cls=USER_CLASS, mask=0x10, flags=0):
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_bulk_user_reads():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride
+from _harness import run_detector
 
 DID = "password-spray"
 T0 = 1_700_000_000_000
@@ -28,10 +28,7 @@ def fail(t, user, eid=4771, ip="10.0.0.66", flags=2, status=None):
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_kerberos_spray_one_source():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, Exclusions
+from _harness import run_detector
 
 DID = "samaccountname-spoofing"
 T0 = 1_700_000_000_000
@@ -31,10 +31,7 @@ def tgt(t, account, status=0, flags=0):
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_nopac_chain():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
+from _harness import run_detector
 
 DID = "samr-recon"
 T0 = 1_700_000_000_000
@@ -28,10 +28,7 @@ def grp(t, name, sid, account="corp\\bob", caller="", flags=0):
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_domain_admins_membership_lookup():

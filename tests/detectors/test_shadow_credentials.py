@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, Exclusions
+from _harness import run_detector
 
 DID = "shadow-credentials"
 T0 = 1_700_000_000_000
@@ -17,10 +17,7 @@ def write(t, obj="CN=Alice,CN=Users,DC=corp,DC=local", account="corp\\mallory",
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_user_writes_key_credential_of_another_user():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.scan import OfflinePipeline
 from stream.settings import DetectionSettings, DetectorOverride
+from _harness import run_detector
 
 DID = "smb-session-enumeration"
 T0 = 1_700_000_000_000
@@ -22,10 +22,7 @@ def pipe(t, name, ip="10.0.0.66", computer="srv01.corp.local", account="corp\\bo
 
 
 def run(events, **kw):
-    kw.setdefault("enabled", [DID])
-    p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
-    p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == DID]
+    return run_detector(DID, events, **kw)
 
 
 def test_positive_srvsvc_on_known_dc():
