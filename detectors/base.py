@@ -26,8 +26,8 @@ entry: config tags and registered string features, see ``detectors/features.py``
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -278,19 +278,3 @@ def load_catalogue() -> Registry:
     for m in pkgutil.iter_modules(catalogue.__path__):
         importlib.import_module(f"{catalogue.__name__}.{m.name}")
     return REGISTRY
-
-
-def single_event_ids(mask: np.ndarray) -> np.ndarray:
-    return np.nonzero(mask)[0]
-
-
-def ids_in(event_id: np.ndarray, ids: Iterable[int]) -> np.ndarray:
-    """Boolean mask: event_id in ids (vectorized)."""
-    return np.isin(event_id, np.fromiter(ids, dtype=np.int32))
-
-
-@dataclass
-class DetectorInfo:
-    cls: type[Detector]
-    instance: Detector
-    extra: dict = field(default_factory=dict)

@@ -112,9 +112,6 @@ def contains_any(*needles: str) -> Callable[[str], bool]:
     return lambda s: any(x in s for x in n)
 
 
-def feature_names() -> dict[str, int]:
-    return {n: int(b) for n, b, _, _ in _STATIC}
-
 
 def _name_part(s: str) -> str:
     return s.rsplit("\\", 1)[-1].split("@", 1)[0]
@@ -321,11 +318,3 @@ def _cache_insert(keys, vals, hs, v):
     for i in range(len(hs)):
         s = slot_of(keys, hs[i])
         vals[s] = v[i]
-
-
-def ip_in_subnets(ip: str, nets: list[ipaddress._BaseNetwork]) -> bool:
-    try:
-        a = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(a in n for n in nets)

@@ -312,13 +312,6 @@ class EventBatch:
         """uint64 identity key per event for this batch's key kind."""
         return key_hashes(self, self.key_kind)
 
-    def take(self, idx: np.ndarray) -> "EventBatch":
-        """Sub-batch with the events at ``idx`` (shares the string table)."""
-        numeric = {k: v[idx] for k, v in self.numeric.items()}
-        b = EventBatch(len(idx), numeric, self.strcols[:, idx], self.str_hash, self.str_offsets,
-                       self.str_blob, self.key_kind, self.partition)
-        b._strings = self._strings
-        return b
 
 
 _STRING_INDEX = {f: i for i, f in enumerate(STRING_FIELDS)}
@@ -411,17 +404,4 @@ def batch_from_events(events: Iterable[dict | IdentityEvent], key_kind: int = KE
                       partition: int = -1) -> EventBatch:
     bb = BatchBuilder(key_kind, partition)
     bb.extend(events)
-    return bb.build()
-
-
-def concat_batches(batches: list[EventBatch]) -> EventBatch:
-    """Concatenate batches into one (re-interns the string tables; used offline, not hot)."""
-    bb = BatchBuilder(batches[0].key_kind if batches else KEY_ACCOUNT)
-    for b in batches:
-        strs = b.strings()
-        for i in range(b.n):
-            d = {f: int(b.numeric[f][i]) for f in NUMERIC_FIELDS}
-            for j, f in enumerate(STRING_FIELDS):
-                d[f] = strs[b.strcols[j][i]]
-            bb.add(d)
     return bb.build()
