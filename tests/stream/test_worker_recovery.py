@@ -5,11 +5,13 @@ alert lost, no new id."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
 import pytest
+
+from stream.broker import ensure_topics
+from stream.settings import TopicSettings
 from _worker_harness import (TrafficProducer, WorkerProc, alert_table, brute_force_traffic,
                              read_alerts, reference_alerts, wait_caught_up, wait_started,
                              write_config)
@@ -75,14 +77,26 @@ def test_sigkill_mid_stream_then_restart_gives_the_same_alerts(kafka, topics, tm
     _assert_same_as_uninterrupted(kafka, topics)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("ITDR_TEST_FAUST_REBALANCE"),
-    reason="noida-db's group coordinator cannot complete a rebalance with a second aiokafka "
-    "member (IllegalGeneration on commit, then the rejoining member never syncs -- "
-    "reproduced with two plain aiokafka consumers, no Faust); the same handoff protocol is "
-    "tested at the WorkerCore level in test_worker_core.py. Set ITDR_TEST_FAUST_REBALANCE=1 "
-    "against a real Kafka.")
-def test_second_worker_joins_then_leaves_without_loss(kafka, topics, tmp_path):
+@pytest.fixture
+def tansu_kafka(tansu):
+    return tansu.kafka_settings()
+
+
+@pytest.fixture
+def tansu_topics(tansu_kafka):
+    t = TopicSettings(prefix=f"rb{uuid.uuid4().hex[:8]}.", partitions=4)
+    ensure_topics(tansu_kafka, t)
+    return t
+
+
+@pytest.mark.parametrize("leave", ["stop", "sigkill"])
+def test_second_worker_joins_then_leaves_without_loss(leave, tansu_kafka, tansu_topics,
+                                                      tmp_path):
+    """Two `itdr worker` processes (dynamic members of one group) on tansu: noida-db cannot
+    complete this rebalance (tests/tansu_broker.py). B leaves either gracefully (SIGTERM:
+    final snapshot, LeaveGroup) or by SIGKILL mid-stream (its partitions move to A after the
+    session timeout; A restores B's last snapshots and replays the rest)."""
+    kafka, topics = tansu_kafka, tansu_topics
     evs = brute_force_traffic(n_attacked=16, per_account=24, benign=1500, seed=5)
     third = len(evs) // 3
     prod = TrafficProducer(kafka, topics, max_events=25)
@@ -109,12 +123,25 @@ def test_second_worker_joins_then_leaves_without_loss(kafka, topics, tmp_path):
             time.sleep(0.3)
         else:
             raise AssertionError(f"no shared assignment: {a.health()} {b.health()}")
-        prod.send(evs[third:2 * third], flush_every=200)
-        wait_caught_up([a, b], kafka, topics)
-        b.stop()       # B leaves; A takes every partition back
+        if leave == "stop":
+            prod.send(evs[third:2 * third], flush_every=200)
+            wait_caught_up([a, b], kafka, topics)
+            b.stop()       # B leaves; A takes every partition back
+        else:
+            mid = third + third // 2
+            prod.send(evs[third:mid], flush_every=200)
+            time.sleep(1.5)        # B has processed (and snapshotted) part of it
+            b.kill()               # SIGKILL mid-stream: no final snapshot, no LeaveGroup
+            prod.send(evs[mid:2 * third], flush_every=200)
         b_log = b.log_text()
         assert "assigned" in b_log
-        wait_started(a, partitions=2 * topics.partitions)
+        restored_before = a.log_text().count("restored snapshot at offset")
+        wait_started(a, partitions=2 * topics.partitions, timeout=120)
+        if leave == "sigkill":
+            # A took B's partitions over from B's snapshots (not from scratch)
+            took = [ln for ln in a.log_text().splitlines()
+                    if "restored snapshot at offset" in ln][restored_before:]
+            assert any("offset -1" not in ln for ln in took), took
         prod.send(evs[2 * third:])
         wait_caught_up([a], kafka, topics)
     finally:
