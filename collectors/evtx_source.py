@@ -8,7 +8,15 @@ read again from their checkpoint:
 
 * **EVTX**: position = last delivered ``EventRecordID``; records with an id at or below it are
   skipped. The first record id of the file is stored too: if it changes, the log was cleared
-  or replaced and the file is read from its start.
+  or replaced and the file is read from its start. A followed log is read up to its last
+  *settled* chunk: a partial 64 KiB chunk at the end of the file (being appended), or a last
+  chunk whose header and records checksums disagree (being filled in place: its header can be
+  ahead of its records), is left for a later pass -- reading it would dead-letter records that
+  are only half there and move the checkpoint past them. The last chunk is parsed from the copy
+  whose checksums were verified, so a write racing the parse cannot slip in either. An end that
+  stays unsettled for ``settle_s`` (a truncated copy; a log left dirty, whose last chunk's
+  checksums are stale) is read as it is, as in one-shot mode: a partial chunk is reported as
+  ``truncated EVTX``, records that do not parse are dead-lettered.
 * **JSON lines / XML events** (plain text): position = byte offset after the last delivered
   record; only complete records (ending with a newline, or ``</Event>`` for XML) are read from
   a growing file. A file that shrank or changed inode is read from the start.
@@ -21,9 +29,13 @@ dead-letter topic) while the rest of the file keeps flowing.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import struct
+import time
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -67,13 +79,105 @@ def _kind(path: Path) -> str:
     return "text"
 
 
-def iter_evtx_records(path: str, start_record: int = 0, threads: int = 1) -> Iterator[tuple]:
-    """``(record_id, json_str | None, error | None)`` for an EVTX file; corrupt chunks and
-    records become errors, the iteration continues with the next chunk."""
+EVTX_FILE_HEADER = 4096
+EVTX_CHUNK = 65536
+
+
+def chunk_settled(c: bytes) -> bool:
+    """A complete chunk whose header CRC and records CRC hold (what the writer finished)."""
+    if len(c) != EVTX_CHUNK or c[:8] != b"ElfChnk\0":
+        return False
+    free = struct.unpack_from("<I", c, 48)[0]
+    if not 512 <= free <= EVTX_CHUNK:
+        return False
+    return (struct.unpack_from("<I", c, 124)[0] == zlib.crc32(c[128:512], zlib.crc32(c[:120]))
+            and struct.unpack_from("<I", c, 52)[0] == zlib.crc32(c[512:free]))
+
+
+class EvtxTail:
+    """The end of an EVTX file as a follower sees it: ``partial`` bytes of an incomplete chunk
+    (at ``partial_at``) after the last whole one; ``start`` / ``data``: offset and bytes of the
+    last non-empty whole chunk (all-zero chunks, preallocated, are skipped), ``settled``
+    whether its checksums hold; ``end``: where that chunk ends (the file header's end when
+    there is none)."""
+
+    def __init__(self, path: Path, size: int):
+        self.partial = (size - EVTX_FILE_HEADER) % EVTX_CHUNK if size > EVTX_FILE_HEADER else 0
+        self.partial_at = size - self.partial if self.partial else None
+        self.start = self.end = EVTX_FILE_HEADER
+        self.data = b""
+        self.settled = True
+        n = (size - EVTX_FILE_HEADER) // EVTX_CHUNK if size > EVTX_FILE_HEADER else 0
+        with open(path, "rb") as f:
+            for k in range(n - 1, -1, -1):
+                at = EVTX_FILE_HEADER + k * EVTX_CHUNK
+                f.seek(at)
+                c = f.read(EVTX_CHUNK)
+                if len(c) < EVTX_CHUNK:           # shrank meanwhile: what is left is read
+                    continue
+                if c.count(0) == EVTX_CHUNK:
+                    continue
+                self.start, self.end, self.data = at, at + EVTX_CHUNK, c
+                self.settled = chunk_settled(c)
+                break
+
+
+class _EvtxView(io.RawIOBase):
+    """Read-only view of an EVTX file up to ``end``; the bytes from ``snap_at`` on come from
+    ``snap`` (the last chunk as it was verified), the rest from the file."""
+
+    def __init__(self, path: str, end: int, snap_at: int | None = None, snap: bytes = b""):
+        super().__init__()
+        self._f = open(path, "rb", buffering=0)
+        self._end = end
+        self._snap_at = end if snap_at is None else snap_at
+        self._snap = snap
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, off: int, whence: int = 0) -> int:
+        base = (0, self._pos, self._end)[whence]
+        self._pos = max(0, base + off)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = min(len(b), self._end - self._pos)
+        if n <= 0:
+            return 0
+        mv = memoryview(b)
+        if self._pos < self._snap_at:
+            self._f.seek(self._pos)
+            got = self._f.readinto(mv[:min(n, self._snap_at - self._pos)]) or 0
+        else:
+            k = self._pos - self._snap_at
+            piece = self._snap[k:k + n]
+            got = len(piece)
+            mv[:got] = piece
+        self._pos += got
+        return got
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def iter_evtx_records(path, start_record: int = 0, threads: int = 1) -> Iterator[tuple]:
+    """``(record_id, json_str | None, error | None)`` for an EVTX file (a path, or a binary
+    file object); corrupt chunks and records become errors, the iteration continues with the
+    next chunk."""
     import evtx
 
     try:
-        parser = evtx.PyEvtxParser(str(path), number_of_threads=threads)
+        parser = evtx.PyEvtxParser(path if isinstance(path, io.IOBase) else str(path),
+                                   number_of_threads=threads)
     except Exception as e:  # noqa: BLE001 - the parser raises plain RuntimeError/OSError
         yield 0, None, ParseError(f"cannot open EVTX: {e}")
         return
@@ -104,12 +208,15 @@ class FileSource:
     kind = "evtx"
 
     def __init__(self, paths: list[str], checkpoints: dict[str, dict] | None = None,
-                 follow: bool = False, evtx_threads: int = 1):
+                 follow: bool = False, evtx_threads: int = 1, settle_s: float = 30.0):
         self.paths = list(paths)
         self.follow = follow
         self.evtx_threads = evtx_threads
+        self.settle_s = settle_s
         self.positions: dict[str, dict] = {k: dict(v) for k, v in (checkpoints or {}).items()}
         self._seen: dict[str, tuple] = {}     # source id -> (size, mtime_ns, inode) at last pass
+        # followed EVTX whose end was left unread: source id -> (what is unsettled, since)
+        self._unsettled: dict[str, tuple[tuple, float]] = {}
         self.records_read = 0
         self.files_read = 0
 
@@ -138,7 +245,10 @@ class FileSource:
                 continue
             sig = (st.st_size, st.st_mtime_ns, st.st_ino)
             if self._seen.get(sid) == sig:
-                continue
+                # unchanged; but an EVTX end left unread is read as it is after settle_s
+                pend = self._unsettled.get(sid)
+                if pend is None or time.monotonic() - pend[1] < self.settle_s:
+                    continue
             kind = _kind(path)
             if kind == "evtx":
                 yield from self._evtx(path, sid)
@@ -150,33 +260,81 @@ class FileSource:
             self.files_read += 1
 
     # -- EVTX --------------------------------------------------------------------------------
+    def _evtx_source(self, path: Path, sid: str):
+        """``(open, truncation_error | None)``: ``open()`` gives what to parse -- following, a
+        view of the file up to its last settled chunk, that chunk from the copy verified here
+        (see the module docstring); one-shot, or an end taken as it is, the path. The
+        truncation error is for a file taken as it is that ends inside a chunk."""
+        try:
+            tail = EvtxTail(path, path.stat().st_size)
+        except OSError:
+            return (lambda: str(path)), None
+        if self.follow:
+            if not tail.partial and tail.settled:
+                self._unsettled.pop(sid, None)
+                return (lambda: _EvtxView(str(path), tail.end, tail.start, tail.data)), None
+            what = (tail.partial_at, None if tail.settled else tail.start)
+            pend = self._unsettled.get(sid)
+            since = pend[1] if pend is not None and pend[0] == what else time.monotonic()
+            if time.monotonic() - since < self.settle_s:
+                self._unsettled[sid] = (what, since)
+                log.debug("%s: end of the log not settled (partial chunk of %d bytes, last "
+                          "chunk checksums %s): read up to the last settled chunk", path,
+                          tail.partial, "ok" if tail.settled else "pending")
+                if tail.settled:
+                    return (lambda: _EvtxView(str(path), tail.end, tail.start, tail.data)), None
+                return (lambda: _EvtxView(str(path), tail.start)), None
+            log.warning("%s: end of the log unsettled for %.0f s (partial chunk of %d bytes, "
+                        "last chunk checksums %s): read as it is", path, self.settle_s,
+                        tail.partial, "ok" if tail.settled else "wrong")
+            self._unsettled.pop(sid, None)
+        return (lambda: str(path)), self._truncated(tail)
+
+    @staticmethod
+    def _truncated(tail: "EvtxTail") -> ParseError | None:
+        if not tail.partial:
+            return None
+        # EVTX files hold whole 64 KiB chunks: a partial one is a truncated copy; the parser
+        # skips it silently, so say so (dead-letter) once per file version
+        return ParseError(f"truncated EVTX: file ends {tail.partial} bytes into a chunk; the "
+                          "records of that chunk cannot be read")
+
     def _evtx(self, path: Path, sid: str) -> Iterator[Item]:
         pos = self.positions.get(sid, {})
         last = int(pos.get("record_id", 0))
         first_known = pos.get("first_record_id")
         first = None
-        origin = str(path)
+        open_src, trunc = self._evtx_source(path, sid)
         if last:
             # was the log cleared / replaced? (first record id changed)
-            for rid, _data, err in iter_evtx_records(str(path), 0, self.evtx_threads):
-                if err is None:
-                    first = rid
-                    break
+            src = open_src()
+            it = iter_evtx_records(src, 0, self.evtx_threads)
+            try:
+                for rid, _data, err in it:
+                    if err is None:
+                        first = rid
+                        break
+            finally:
+                it.close()
+                if isinstance(src, io.IOBase):
+                    src.close()
             if first_known is not None and first is not None and first != first_known:
                 log.warning("%s: first record id changed (%s -> %s): log cleared or replaced, "
                             "reading it from the start", path, first_known, first)
                 last = 0
+        if trunc is not None:
+            yield None, trunc, str(path), b"", sid, None
+        src = open_src()
         try:
-            size = path.stat().st_size
-        except OSError:
-            size = 4096
-        if size > 4096 and (size - 4096) % 65536:
-            # EVTX files hold whole 64 KiB chunks: a partial one is a truncated copy; the
-            # parser skips it silently, so say so (dead-letter) once per file version
-            part = (size - 4096) % 65536
-            yield None, ParseError(f"truncated EVTX: file ends {part} bytes into a chunk; the "
-                                   "records of that chunk cannot be read"), origin, b"", sid, None
-        for rid, data, err in iter_evtx_records(str(path), last, self.evtx_threads):
+            yield from self._evtx_records(src, path, sid, last, first)
+        finally:
+            if isinstance(src, io.IOBase):
+                src.close()
+
+    def _evtx_records(self, src, path: Path, sid: str, last: int,
+                      first: int | None) -> Iterator[Item]:
+        origin = str(path)
+        for rid, data, err in iter_evtx_records(src, last, self.evtx_threads):
             if first is None and err is None:
                 first = rid
             if err is not None:
