@@ -7,8 +7,10 @@ forwarder's daily JSON files) are picked up, and files that changed since the la
 read again from their checkpoint:
 
 * **EVTX**: position = last delivered ``EventRecordID``; records with an id at or below it are
-  skipped. The first record id of the file is stored too: if it changes, the log was cleared
-  or replaced and the file is read from its start. A followed log is read up to its last
+  skipped. The first record id of the file is stored too: if it goes *back*, the log was
+  cleared (ids restart) or replaced by an older copy and the file is read from its start; if it
+  moves forward (the oldest records rolled off a full log), reading goes on after the
+  checkpoint, and records that rolled off unread are reported as lost upstream. A followed log is read up to its last
   *settled* chunk: a partial 64 KiB chunk at the end of the file (being appended), or a last
   chunk whose header and records checksums disagree (being filled in place: its header can be
   ahead of its records), is left for a later pass -- reading it would dead-letter records that
@@ -318,10 +320,18 @@ class FileSource:
                 it.close()
                 if isinstance(src, io.IOBase):
                     src.close()
-            if first_known is not None and first is not None and first != first_known:
-                log.warning("%s: first record id changed (%s -> %s): log cleared or replaced, "
-                            "reading it from the start", path, first_known, first)
+            if first_known is not None and first is not None and first < first_known:
+                # record ids only grow in a log; a smaller first id means a new log (cleared:
+                # ids restart at 1, or replaced by an older copy)
+                log.warning("%s: first record id went back (%s -> %s): log cleared or "
+                            "replaced, reading it from the start", path, first_known, first)
                 last = 0
+            elif first is not None and first > last + 1:
+                # the oldest records rolled off (a full log overwriting as needed, a re-export)
+                # before they were read: they are gone, say how many
+                log.warning("%s: records %d..%d rolled off the log before they were read "
+                            "(%d records lost upstream; read the log more often or make it "
+                            "larger)", path, last + 1, first - 1, first - 1 - last)
         if trunc is not None:
             yield None, trunc, str(path), b"", sid, None
         src = open_src()

@@ -158,3 +158,33 @@ def test_preallocated_empty_chunks_and_resume(tmp_path):
                          follow=True)
     ids, errs = _drain(resumed)
     assert errs == [] and ids == list(range(101, _ids(full[1])[-1] + 1))
+
+
+def test_oldest_records_rolling_off_do_not_resend_the_log_but_a_cleared_log_is_read(tmp_path):
+    """A full log overwriting its oldest records (first record id moves forward) goes on after
+    the checkpoint; a cleared log (ids restart at 1) is read from its start."""
+    events = g.security_events(1200)
+    path = tmp_path / "Archive-Security.evtx"
+    chunks = g.build_chunks(events[:600])
+    path.write_bytes(g.evtx_bytes(chunks, 601))
+    src = FileSource([str(path)], follow=True)
+    ids, errs = _drain(src)
+    assert errs == [] and ids == list(range(1, 601))
+    # records 1..300 rolled off, 601..900 arrived
+    chunks = g.build_chunks(events[300:900], 301)
+    path.write_bytes(g.evtx_bytes(chunks, 901))
+    _touch(path)
+    ids, errs = _drain(src)
+    assert errs == [] and ids == list(range(601, 901)), "only the new records are read"
+    # a gap: 901..1000 rolled off before they were read -> the rest is read, nothing re-sent
+    chunks = g.build_chunks(events[1000:1200], 1001)
+    path.write_bytes(g.evtx_bytes(chunks, 1201))
+    _touch(path)
+    ids, errs = _drain(src)
+    assert errs == [] and ids == list(range(1001, 1201))
+    # cleared: ids restart at 1 -> everything is new
+    chunks = g.build_chunks(events[:50])
+    path.write_bytes(g.evtx_bytes(chunks, 51))
+    _touch(path)
+    ids, errs = _drain(src)
+    assert errs == [] and ids == list(range(1, 51))
