@@ -124,8 +124,14 @@ class SlotState:
 
     # -- snapshots ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
+        """Exact snapshot of the occupied slots only (their table positions, keys and rows):
+        a table keeps headroom (load <= 0.7, batch-sized reservations), so the full arrays
+        are mostly zeros -- writing them made every snapshot as large as the capacity."""
+        idx = np.flatnonzero(self.keys)
         buf = io.BytesIO()
-        np.savez(buf, __keys__=self.keys, **self.cols)
+        np.savez(buf, __cap__=np.array([len(self.keys)], dtype=np.int64),
+                 __idx__=idx.astype(np.int64), __keys__=self.keys[idx],
+                 **{name: col[idx] for name, col in self.cols.items()})
         return buf.getvalue()
 
     @classmethod
@@ -133,16 +139,36 @@ class SlotState:
         try:
             z = np.load(io.BytesIO(data), allow_pickle=False)
             st = cls(spec)
-            st.keys = z["__keys__"].copy()
-            cols = {}
-            for name in st.cols:
-                cols[name] = z[name].copy()
-                if len(cols[name]) != len(st.keys):
-                    raise StateError(f"state column {name} has wrong length")
+            if "__idx__" in z.files:
+                # sparse snapshot: the slots go back to the same positions of a table of the
+                # same capacity (probe sequences stay exactly as they were)
+                cap = int(z["__cap__"][0])
+                idx = z["__idx__"]
+                if cap < _MIN_CAP or cap & (cap - 1) or (len(idx) and (
+                        idx.min() < 0 or idx.max() >= cap)):
+                    raise StateError(f"state snapshot has a bad capacity {cap} or slot index")
+                keys = np.zeros(cap, dtype=np.uint64)
+                keys[idx] = z["__keys__"]
+                cols = {}
+                for name, col in st.cols.items():
+                    v = z[name]
+                    if v.shape != (len(idx), *col.shape[1:]) or v.dtype != col.dtype:
+                        raise StateError(f"state column {name} has the wrong shape/type")
+                    c = np.zeros((cap, *col.shape[1:]), dtype=col.dtype)
+                    c[idx] = v
+                    cols[name] = c
+                st.keys = keys
+            else:                                   # dense snapshot (earlier versions)
+                st.keys = z["__keys__"].copy()
+                cols = {}
+                for name in st.cols:
+                    cols[name] = z[name].copy()
+                    if len(cols[name]) != len(st.keys):
+                        raise StateError(f"state column {name} has wrong length")
             st.cols = cols
             st._used_bound = None
             return st
-        except (KeyError, ValueError, OSError, struct.error) as e:
+        except (KeyError, ValueError, OSError, struct.error, IndexError) as e:
             raise StateError(f"corrupt detector state snapshot: {e}",
                              fix="delete the state topic entry; the worker will rebuild "
                              "state from the retained events") from e

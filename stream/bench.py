@@ -151,7 +151,9 @@ def cmd_bench_stream(args) -> int:
         cfg = {"kafka": json.loads(kafka.model_dump_json()), "topics": topics.model_dump(),
                "detection": json.loads(base.detection.model_dump_json()),
                "worker": {"app_id": f"bench-{uuid.uuid4().hex[:6]}", "web_port": port,
-                          "snapshot_interval_s": 5.0, "take_max": 64,
+                          "snapshot_interval_s": float(os.environ.get(
+                              "ITDR_BENCH_SNAPSHOT_S", "5")),
+                          "take_max": int(os.environ.get("ITDR_BENCH_TAKE_MAX", "64")),
                           "state_dir": os.path.join(tmp, "state"),
                           "instance_id": "bench-0"}}
         for k in ("sasl_password", "ssl_key_password"):
