@@ -27,7 +27,7 @@ import orjson
 
 from stream.alert import Alert, Entities, Evidence, alert_id, iso_ms
 from stream.errors import StateError
-from stream.schema import KEY_ACCOUNT, KEY_SOURCE, EventBatch, key_hashes
+from stream.schema import KEY_ACCOUNT, KEY_SOURCE, EventBatch, key_hashes, string_index
 from stream.settings import DetectionSettings, Exclusions
 
 from .base import REGISTRY, BatchContext, Detector, Hits, load_catalogue
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 DC_ONLY_EVENTS = np.array([4768, 4769, 4771, 4662, 5136, 5137, 4741, 4742], dtype=np.int32)
 _MAX_LIST = 20
 _MAX_RECORDS = 50
+# string columns of an alert's evidence, in the order _alerts unpacks them
+_EV_COLS = ("account", "target_account", "src_host", "target_host", "computer", "src_ip",
+            "service", "group", "object")
+_EV_IDX = np.array([string_index(f) for f in _EV_COLS], dtype=np.int64)
 _EXPIRE_EVERY = 64
 
 
@@ -237,25 +241,33 @@ class Engine:
         # process hits in event order (deterministic regardless of detector order)
         rows = []
         for did, idx, ent, cnt, first, aux in hits.parts:
-            for j in range(len(idx)):
-                rows.append((int(idx[j]), did, int(ent[j]), int(cnt[j]), int(first[j]),
-                             int(aux[j])))
+            rows.extend(zip(idx.tolist(), [did] * len(idx), ent.tolist(), cnt.tolist(),
+                            first.tolist(), aux.tolist()))
         rows.sort(key=lambda r: (r[0], r[1]))
-        for i, did, ent, cnt, first, aux in rows:
+        # the evidence columns of every hit row, gathered and decoded once per batch
+        rix = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        sidx = batch.strcols[_EV_IDX[:, None], rix[None, :]]
+        S = batch.string
+        dec = {u: S(u) for u in np.unique(sidx).tolist()}
+        (acc_c, tgt_c, srch_c, tgth_c, comp_c, ip_c, svc_c, grp_c, obj_c) = (
+            [dec[x] for x in col] for col in sidx.tolist())
+        eid_c = batch.event_id[rix].tolist()
+        rec_c = batch.record_id[rix].tolist()
+        ts_c = batch.time_ms[rix].tolist()
+        gex = self.global_excl
+        for r, (i, did, ent, cnt, first, aux) in enumerate(rows):
             det = self.by_id[did]
-            account = batch.get("account", i)
-            target = batch.get("target_account", i)
-            src_host = batch.get("src_host", i)
-            hosts = (src_host, batch.get("target_host", i))
-            if det.key == "none":  # single-event detectors are about the reporting host
-                hosts = hosts + (batch.get("computer", i),)
-            ip = batch.get("src_ip", i)
-            if self.global_excl.excluded(account, target, hosts, ip):
-                continue
-            ex = self.det_excl.get(did)
-            if ex is not None and ex.excluded(account, target, hosts, ip):
-                continue
-            ts = int(batch.time_ms[i])
+            account, target, src_host, ip = acc_c[r], tgt_c[r], srch_c[r], ip_c[r]
+            if not gex.empty or self.det_excl:
+                hosts = (src_host, tgth_c[r])
+                if det.key == "none":  # single-event detectors are about the reporting host
+                    hosts = hosts + (comp_c[r],)
+                if gex.excluded(account, target, hosts, ip):
+                    continue
+                ex = self.det_excl.get(did)
+                if ex is not None and ex.excluded(account, target, hosts, ip):
+                    continue
+            ts = ts_c[r]
             first_ms = first if first >= 0 else ts
             key = (did, ent)
             oa = self.open.get(key)
@@ -273,7 +285,16 @@ class Engine:
                                entities={k: [] for k in Entities.model_fields})
                 self.open[key] = oa
             self.hits += 1
-            self._merge_evidence(oa, det, batch, i, aux, cnt)
+            e = oa.entities
+            for lst, v in ((oa.dcs, comp_c[r]), (oa.event_ids, eid_c[r]),
+                           (e["accounts"], account), (e["accounts"], target),
+                           (e["hosts"], src_host), (e["hosts"], tgth_c[r]), (e["ips"], ip),
+                           (e["spns"], svc_c[r]), (e["groups"], grp_c[r]),
+                           (e["objects"], obj_c[r])):
+                if v and len(lst) < _MAX_LIST and v not in lst:
+                    lst.append(v)
+            _add_unique(oa.record_ids, rec_c[r], _MAX_RECORDS)
+            self._merge_details(oa, det, batch, i, aux)
             touched[oa.id] = oa
             last_hit[oa.id] = i
         out = []
@@ -284,23 +305,10 @@ class Engine:
             out.append(self._to_alert(det, oa))
         return out
 
-    def _merge_evidence(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
-                        aux: int, cnt: int) -> None:
-        g = batch.get
-        _add_unique(oa.dcs, g("computer", i))
-        _add_unique(oa.event_ids, int(batch.event_id[i]))
-        _add_unique(oa.record_ids, int(batch.record_id[i]), _MAX_RECORDS)
-        e = oa.entities
-        _add_unique(e["accounts"], g("account", i))
-        _add_unique(e["accounts"], g("target_account", i))
-        _add_unique(e["hosts"], g("src_host", i))
-        _add_unique(e["hosts"], g("target_host", i))
-        _add_unique(e["ips"], g("src_ip", i))
-        _add_unique(e["spns"], g("service", i))
-        _add_unique(e["groups"], g("group", i))
-        _add_unique(e["objects"], g("object", i))
-        det_details = det.details(batch, i, aux)
-        for k, v in det_details.items():
+    @staticmethod
+    def _merge_details(oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
+                       aux: int) -> None:
+        for k, v in det.details(batch, i, aux).items():
             if isinstance(v, list):
                 cur = oa.details.setdefault(k, [])
                 if isinstance(cur, list):

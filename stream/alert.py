@@ -24,9 +24,20 @@ def alert_id(detector: str, entity: str, episode_start_ms: int) -> str:
     return h[:20]
 
 
+_ISO_SECONDS: dict[int, str] = {}
+
+
 def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """``2024-01-01T10:00:00.123Z`` (UTC) for epoch milliseconds; the whole-second prefix is
+    cached (alerts render the same few seconds many times)."""
+    sec, frac = divmod(int(ms), 1000)
+    head = _ISO_SECONDS.get(sec)
+    if head is None:
+        if len(_ISO_SECONDS) > 65536:
+            _ISO_SECONDS.clear()
+        head = _ISO_SECONDS[sec] = datetime.fromtimestamp(sec, tz=timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S")
+    return f"{head}.{frac:03d}Z"
 
 
 class Entities(BaseModel):

@@ -103,6 +103,25 @@ def _ceiling(kafka, names, partitions: int, total_msgs: int) -> tuple[float, int
     return (n_ev / dt if dt > 0 else 0.0), n_ev
 
 
+def _hist(text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts ``{le: count}`` of a histogram in a /metrics page."""
+    out: dict[float, float] = {}
+    for m in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M):
+        out[float(m.group(1))] = float(m.group(2))
+    return out
+
+
+def _hist_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bucket bound holding quantile ``q`` of the observations between two scrapes."""
+    d = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
+    if not d or d[-1][1] <= 0:
+        return float("nan")
+    for le, c in d:
+        if c >= q * d[-1][1]:
+            return le
+    return float("inf")
+
+
 def cmd_bench_stream(args) -> int:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -214,6 +233,7 @@ def cmd_bench_stream(args) -> int:
         det_s = sum(det.values())
 
         # -- latency at half the rate --------------------------------------------------------
+        before = scrape() or ""
         rate = 0.5 * eps if eps > 0 else 100_000.0
         dur = float(os.environ.get("ITDR_BENCH_LATENCY_S", "6"))
         t_start_ms = int(time.time() * 1000)
@@ -255,6 +275,13 @@ def cmd_bench_stream(args) -> int:
         p50, p99 = _pct(lat, 50), _pct(lat, 99)
         say(f"latency at {rate:,.0f} events/s for {dur:.0f}s: {len(lat)} alerts, "
             f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (event time -> alert produced)")
+        after = scrape() or ""
+        for label, name in (("record age when processing starts (fetch + queue)",
+                             "itdr_worker_record_age_seconds"),
+                            ("batch processing", "itdr_worker_batch_processing_seconds")):
+            hb, ha = _hist(before, name), _hist(after, name)
+            say(f"  {label}: p50 <= {_hist_quantile(hb, ha, 0.5)} s, "
+                f"p99 <= {_hist_quantile(hb, ha, 0.99)} s")
         top = sorted(det.items(), key=lambda kv: -kv[1])[:8]
         say(f"where the time goes (throughput run, {wall:.2f}s wall on one core): batch "
             f"processing {proc_s:.2f}s of which detector kernels {det_s:.2f}s; the rest is "

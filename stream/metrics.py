@@ -50,6 +50,9 @@ WORKER_PROCESSING_SECONDS = Histogram("itdr_worker_batch_processing_seconds",
                                       buckets=_LAT_BUCKETS)
 WORKER_EVENT_LATENCY_SECONDS = Histogram("itdr_worker_event_to_alert_seconds",
                                          "Event time to alert produced", buckets=_LAT_BUCKETS)
+WORKER_RECORD_AGE_SECONDS = Histogram(
+    "itdr_worker_record_age_seconds", "Age of an events record (now - its Kafka timestamp) when "
+    "the worker starts processing it: fetch and queueing delay", buckets=_LAT_BUCKETS)
 WORKER_DETECTOR_SECONDS = Counter("itdr_worker_detector_seconds_total",
                                   "CPU time spent per detector", ["detector"])
 WORKER_ALERTS = Counter("itdr_worker_alerts_total", "Alerts created or updated",

@@ -234,7 +234,7 @@ class EventBatch:
     """
 
     __slots__ = ("n", "numeric", "strcols", "str_hash", "str_offsets", "str_blob",
-                 "key_kind", "partition", "_strings", "_lookups")
+                 "key_kind", "partition", "_strings", "_scache", "_offs")
 
     def __init__(self, n: int, numeric: dict[str, np.ndarray], strcols: np.ndarray,
                  str_hash: np.ndarray, str_offsets: np.ndarray, str_blob: bytes,
@@ -248,7 +248,8 @@ class EventBatch:
         self.key_kind = key_kind
         self.partition = partition
         self._strings: list[str] | None = None
-        self._lookups = 0
+        self._scache: dict[int, str] | None = None
+        self._offs: list[int] | None = None
 
     def __len__(self) -> int:
         return self.n
@@ -284,19 +285,25 @@ class EventBatch:
     def string(self, idx: int) -> str:
         if self._strings is not None:
             return self._strings[int(idx)]
-        self._lookups += 1
-        if self._lookups > 4 * len(self.str_hash):  # decoding the table is cheaper now
-            return self.strings()[int(idx)]
-        # decode only this entry: decoding the whole table for one lookup (e.g. the engine's
-        # DC learning) costs ~10 ms per 4096-event batch
         i = int(idx)
-        offs = self.str_offsets
-        return bytes(self.str_blob[int(offs[i]):int(offs[i + 1])]).decode("utf-8", "surrogatepass")
+        cache = self._scache
+        if cache is None:
+            # decode entries on demand, each once: decoding the whole table for a few lookups
+            # (e.g. the engine's DC learning) costs ~10 ms per 4096-event batch
+            cache = self._scache = {0: ""} if len(self.str_offsets) > 1 and \
+                self.str_offsets[1] == 0 else {}
+            self._offs = self.str_offsets.tolist()
+        s = cache.get(i)
+        if s is None:
+            offs = self._offs
+            s = cache[i] = str(self.str_blob[offs[i]:offs[i + 1]], "utf-8", "surrogatepass")
+        return s
 
     def get(self, name: str, i: int) -> Any:
-        if name in self.numeric:
+        j = _STRING_INDEX.get(name)
+        if j is None:
             return int(self.numeric[name][i])
-        return self.string(self.strcols[_STRING_INDEX[name]][i])
+        return self.string(self.strcols[j, i])
 
     def event(self, i: int) -> IdentityEvent:
         d = {f: int(self.numeric[f][i]) for f in NUMERIC_FIELDS}

@@ -40,7 +40,8 @@ from .dlq import send_to_dlq
 from .errors import StateError, WireFormatError
 from .metrics import (WORKER_ALERTS, WORKER_BATCHES, WORKER_BYTES, WORKER_CORRUPT_BATCHES,
                       WORKER_DETECTOR_SECONDS, WORKER_EVENT_LATENCY_SECONDS, WORKER_EVENTS,
-                      WORKER_LAG, WORKER_PROCESSING_SECONDS, WORKER_SNAPSHOTS,
+                      WORKER_LAG, WORKER_PROCESSING_SECONDS, WORKER_RECORD_AGE_SECONDS,
+                      WORKER_SNAPSHOTS,
                       WORKER_STATE_BYTES)
 from .schema import KEY_ACCOUNT, KEY_SOURCE
 from .settings import KafkaSettings, Settings
@@ -473,9 +474,12 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
     def make_agent(kind: int):
         async def agent(stream):
             handle = core.handle
+            age = WORKER_RECORD_AGE_SECONDS.observe
             async for events in stream.noack_take(w.take_max, within=TAKE_WITHIN_S):
                 for ev in events:
                     m = ev.message
+                    if m.timestamp:
+                        age(max(0.0, time.time() - m.timestamp))
                     handle(kind, m.partition, m.offset, m.value, ev, m.key)
                     await asyncio.sleep(0)   # let heartbeats, timers and the web page run
         agent.__name__ = f"events_{KIND_NAMES[kind]}"

@@ -20,7 +20,16 @@ def run_detector(did: str, events: list[dict], **kw) -> list:
     kw.setdefault("enabled", [did])
     p = OfflinePipeline(DetectionSettings(**kw), partitions=4)
     p.feed(sorted(events, key=lambda e: e["time_ms"]))
-    return [a for a in p.finish() if a.detector == did]
+    return [valid(a) for a in p.finish() if a.detector == did]
+
+
+def valid(a):
+    """Every alert a detector test sees survives a JSON validation round trip unchanged."""
+    from stream.alert import Alert
+
+    back = Alert.model_validate_json(a.to_json())
+    assert back.to_json() == a.to_json(), f"alert {a.id} is not a valid Alert"
+    return a
 
 
 def scan_sample_for(did: str, rel: str) -> list:
@@ -31,7 +40,7 @@ def scan_sample_for(did: str, rel: str) -> list:
     path = SAMPLES / rel
     if not path.exists():
         pytest.skip(f"sample {rel} not available (needs ../shared/samples)")
-    return [a for a in scan_records(iter_paths([str(path)]), DetectionSettings(), 4)
+    return [valid(a) for a in scan_records(iter_paths([str(path)]), DetectionSettings(), 4)
             if a.detector == did]
 
 
