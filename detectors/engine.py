@@ -42,6 +42,9 @@ DC_ONLY_EVENTS = np.array([4768, 4769, 4771, 4662, 5136, 5137, 4741, 4742], dtyp
 _MAX_LIST = 20
 _MAX_RECORDS = 50
 _EXPIRE_EVERY = 64
+# Engine snapshot format. 2: detector state as dense rows + keys (detectors/state.py);
+# 1 (sparse power-of-two tables) is rejected with a StateError.
+SNAPSHOT_VERSION = 2
 
 
 @dataclass
@@ -200,7 +203,7 @@ class Engine:
         for d in self.detectors:
             t0 = time.perf_counter_ns()
             if d.state is not None:
-                d.state.reserve(n)
+                d.state.reserve(d.max_new_keys(batch))
             d.run(batch, ctx, hits)
             self.detector_ns[d.id] += time.perf_counter_ns() - t0
         alerts = self._alerts(batch, hits) if len(hits) else []
@@ -349,7 +352,7 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """Exact, self-describing snapshot of this engine's state."""
-        head = {"v": 1, "key_kind": self.key_kind, "partition": self.partition,
+        head = {"v": SNAPSHOT_VERSION, "key_kind": self.key_kind, "partition": self.partition,
                 "watermark_ms": self.watermark_ms, "first_ms": self.first_ms,
                 "dcs": self.dc_names, "batches": self.batches,
                 "open": [oa.to_dict() for oa in self.open.values()],
@@ -372,7 +375,7 @@ class Engine:
             head = orjson.loads(parts[0])
         except (struct.error, orjson.JSONDecodeError, IndexError) as e:
             raise StateError(f"corrupt engine snapshot: {e}") from e
-        if head.get("v") != 1 or head.get("key_kind") != self.key_kind:
+        if head.get("v") != SNAPSHOT_VERSION or head.get("key_kind") != self.key_kind:
             raise StateError("snapshot is for another engine kind or version")
         self.watermark_ms = head["watermark_ms"]
         self.first_ms = head["first_ms"]
