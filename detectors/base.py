@@ -147,19 +147,17 @@ class Detector:
                                     fix=f"valid parameters: {', '.join(self.p) or 'none'}")
             self.p[k] = type(self.p[k])(v) if isinstance(self.p[k], (int, float)) else v
         self.state: SlotState | None = SlotState(self.STATE) if self.STATE else None
-        self._event_ids = np.array(sorted(self.event_ids), dtype=np.int64)
 
     # -- hooks -------------------------------------------------------------------------------
     def run(self, batch: "EventBatch", ctx: BatchContext, hits: Hits) -> None:
         raise NotImplementedError
 
-    def max_new_keys(self, batch: "EventBatch") -> int:
-        """Upper bound of the state keys :meth:`run` can add for ``batch``: kernels only
-        create keys for events whose id is in :attr:`event_ids`, at most
-        :attr:`keys_per_event` each. The engine reserves that many rows before the batch, so a
-        detector that sees few of its events keeps a small state."""
-        n = int(np.count_nonzero(np.isin(batch.event_id, self._event_ids)))
-        return n * self.keys_per_event
+    def max_new_keys(self, event_counts: dict[int, int]) -> int:
+        """Upper bound of the state keys :meth:`run` can add for a batch with
+        ``event_counts`` (event id -> events): kernels only create keys for events whose id is
+        in :attr:`event_ids`, at most :attr:`keys_per_event` each. The engine reserves that
+        many rows before the batch, so a detector that sees few of its events stays small."""
+        return sum(event_counts.get(e, 0) for e in self.event_ids) * self.keys_per_event
 
     def retention_ms(self) -> int:
         """How long per-entity state must be kept after its last update."""

@@ -200,10 +200,12 @@ class Engine:
                            learning_until_ms=learn_until if learning else 0,
                            learning=learning)
         hits = Hits()
+        ids, cnt = np.unique(batch.event_id, return_counts=True)
+        event_counts = dict(zip(ids.tolist(), cnt.tolist()))
         for d in self.detectors:
             t0 = time.perf_counter_ns()
             if d.state is not None:
-                d.state.reserve(d.max_new_keys(batch))
+                d.state.reserve(d.max_new_keys(event_counts))
             d.run(batch, ctx, hits)
             self.detector_ns[d.id] += time.perf_counter_ns() - t0
         alerts = self._alerts(batch, hits) if len(hits) else []

@@ -157,17 +157,24 @@ def _synth(n_ident: int, seed: int, batch_events: int = 4096):
 
 
 @pytest.mark.parametrize("kind", [KEY_ACCOUNT, KEY_SOURCE])
-def test_every_stateful_detector_stays_within_its_reservation(kind):
-    """All detectors on traffic that touches every identity kind: no kernel ever needs more
-    rows than ``max_new_keys`` reserved (row_of would raise), and the rows track the keys."""
-    traffic = _synth(3000, 5)
+def test_every_stateful_detector_stays_within_its_reservation(kind, monkeypatch):
+    """All detectors on traffic that touches every identity kind, with reservations made
+    exact (no growth slack): no kernel ever needs more rows than ``max_new_keys`` reserved
+    (row_of would raise IndexError), and the rows track the keys."""
+    def exact_reserve(self, n_new):
+        self._set_rows(self.used + int(n_new))
+
+    monkeypatch.setattr(SlotState, "reserve", exact_reserve)
+    traffic = _synth(3000, 5, batch_events=1024)
     eng = Engine(DetectionSettings(), kind, 0)
     for _, b in traffic.batches(kind):
         before = {d.id: d.state.used for d in eng.detectors if d.state is not None}
         eng.process(b)
+        ids, cnt = np.unique(b.event_id, return_counts=True)
+        counts = dict(zip(ids.tolist(), cnt.tolist()))
         for d in eng.detectors:
             if d.state is not None:
-                assert d.state.used - before[d.id] <= d.max_new_keys(b) or \
+                assert d.state.used - before[d.id] <= d.max_new_keys(counts) or \
                     d.state.used < before[d.id]  # expired in this batch
                 _check_invariants(d.state)
 
@@ -189,3 +196,34 @@ def test_engine_snapshot_mid_stream_gives_identical_alerts(kind):
     a2 = [a.model_dump() for b in batches[half:] for a in e2.process(b)]
     assert a_ref and a2, "the synthetic attacks should raise alerts (also after restore)"
     assert a1 + a2 == a_ref
+
+
+@pytest.mark.parametrize("did", ["golden-ticket", "coercion"])
+def test_worst_case_keys_per_event_fit_the_reservation(did, monkeypatch):
+    """Detectors that create two keys for one event (golden-ticket: account + realm,
+    coercion: source + print-server client set), every event new on both: the declared
+    ``keys_per_event`` covers it with exact reservations."""
+    from stream.scan import OfflinePipeline
+
+    def exact_reserve(self, n_new):
+        self._set_rows(self.used + int(n_new))
+
+    monkeypatch.setattr(SlotState, "reserve", exact_reserve)
+    t0 = 1_700_000_000_000
+    if did == "golden-ticket":
+        events = [{"time_ms": t0 + i, "event_id": 4768, "computer": "dc01.corp.local",
+                   "channel": "security", "account": f"corp\\u{i}",
+                   "account_domain": f"REALM{i}.LOCAL", "src_ip": "10.0.0.1",
+                   "service": "krbtgt", "status": 0} for i in range(3000)]
+    else:
+        events = [{"time_ms": t0 + i, "event_id": 5145, "computer": f"srv{i}.corp.local",
+                   "channel": "security", "account": "corp\\bob",
+                   "src_ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                   "share": "\\\\*\\IPC$", "relative_target": "spoolss",
+                   "access_mask": 0x12019F} for i in range(3000)]
+    p = OfflinePipeline(DetectionSettings(enabled=[did]), partitions=1)
+    p.feed(events)
+    p.finish()
+    used = [d.state.used for pair in p.engines.values() for e in (pair.account, pair.source)
+            for d in e.detectors if d.state is not None]
+    assert max(used) >= 2 * 3000  # two new keys per event really happened
