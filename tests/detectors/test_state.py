@@ -11,7 +11,7 @@ import pytest
 from numba import njit
 
 from detectors.engine import SNAPSHOT_VERSION, Engine
-from detectors.kernels.common import find_row, row_of
+from detectors.kernels.common import row_of
 from detectors.state import MAX_LOAD, SlotState
 from stream.errors import StateError
 from stream.schema import KEY_ACCOUNT, KEY_SOURCE
