@@ -9,12 +9,14 @@ How to implement a detector
    ``params`` (tuple of :class:`Param` with a default per sensitivity), ``learning_days``
    (0 = none), ``next_steps``, ``false_positives``, ``audit`` (the audit policy it needs).
 2. If it keeps per-entity state, declare ``STATE`` (see ``detectors/state.py``) and
-   ``window_ms`` (how long state must be retained, used for expiry).
+   ``window_ms`` (how long state must be retained, used for expiry). Kernels may create state
+   keys (``row_of``) only for events whose id is in ``event_ids``, at most
+   ``keys_per_event`` per event (the engine reserves rows from that bound).
 3. Write one or more pure ``@njit(cache=True)`` kernels in the module (numpy arrays in, hit
    arrays out). No Python objects, no dicts, no I/O in kernels.
 4. Implement :meth:`Detector.run`: pick the columns you need from the batch, call your kernel,
    and pass the hit arrays to ``hits.add(...)``. The engine has already reserved room for
-   ``batch.n`` new keys in ``self.state``.
+   :meth:`Detector.max_new_keys` new keys in ``self.state``.
 5. Decorate the class with ``@register``. Add positive and negative tests in
    ``tests/detectors/test_<id>.py`` (the registry walk test fails for a detector without one).
 
@@ -131,6 +133,9 @@ class Detector:
     #: (parameter name, ms per unit): state is retained for that parameter's value, e.g.
     #: ("window_s", 1000); None = ``window_ms``
     retention_param: ClassVar[tuple[str, int] | None] = None
+    #: most state keys a kernel can create for one event of ``event_ids`` (rows are reserved
+    #: per batch from this bound; see :meth:`max_new_keys`)
+    keys_per_event: ClassVar[int] = 1
 
     def __init__(self, sensitivity: str = "high", overrides: dict[str, Any] | None = None):
         self.sensitivity = sensitivity
@@ -146,6 +151,13 @@ class Detector:
     # -- hooks -------------------------------------------------------------------------------
     def run(self, batch: "EventBatch", ctx: BatchContext, hits: Hits) -> None:
         raise NotImplementedError
+
+    def max_new_keys(self, event_counts: dict[int, int]) -> int:
+        """Upper bound of the state keys :meth:`run` can add for a batch with
+        ``event_counts`` (event id -> events): kernels only create keys for events whose id is
+        in :attr:`event_ids`, at most :attr:`keys_per_event` each. The engine reserves that
+        many rows before the batch, so a detector that sees few of its events stays small."""
+        return sum(event_counts.get(e, 0) for e in self.event_ids) * self.keys_per_event
 
     def retention_ms(self) -> int:
         """How long per-entity state must be kept after its last update."""

@@ -46,6 +46,9 @@ _EV_COLS = ("account", "target_account", "src_host", "target_host", "computer", 
             "service", "group", "object")
 _EV_IDX = np.array([string_index(f) for f in _EV_COLS], dtype=np.int64)
 _EXPIRE_EVERY = 64
+# Engine snapshot format. 2: detector state as dense rows + keys (detectors/state.py);
+# 1 (sparse power-of-two tables) is rejected with a StateError.
+SNAPSHOT_VERSION = 2
 
 
 @dataclass
@@ -201,10 +204,12 @@ class Engine:
                            learning_until_ms=learn_until if learning else 0,
                            learning=learning)
         hits = Hits()
+        ids, cnt = np.unique(batch.event_id, return_counts=True)
+        event_counts = dict(zip(ids.tolist(), cnt.tolist()))
         for d in self.detectors:
             t0 = time.perf_counter_ns()
             if d.state is not None:
-                d.state.reserve(n)
+                d.state.reserve(d.max_new_keys(event_counts))
             d.run(batch, ctx, hits)
             self.detector_ns[d.id] += time.perf_counter_ns() - t0
         alerts = self._alerts(batch, hits) if len(hits) else []
@@ -357,7 +362,7 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """Exact, self-describing snapshot of this engine's state."""
-        head = {"v": 1, "key_kind": self.key_kind, "partition": self.partition,
+        head = {"v": SNAPSHOT_VERSION, "key_kind": self.key_kind, "partition": self.partition,
                 "watermark_ms": self.watermark_ms, "first_ms": self.first_ms,
                 "dcs": self.dc_names, "batches": self.batches,
                 "open": [oa.to_dict() for oa in self.open.values()],
@@ -380,7 +385,7 @@ class Engine:
             head = orjson.loads(parts[0])
         except (struct.error, orjson.JSONDecodeError, IndexError) as e:
             raise StateError(f"corrupt engine snapshot: {e}") from e
-        if head.get("v") != 1 or head.get("key_kind") != self.key_kind:
+        if head.get("v") != SNAPSHOT_VERSION or head.get("key_kind") != self.key_kind:
             raise StateError("snapshot is for another engine kind or version")
         self.watermark_ms = head["watermark_ms"]
         self.first_ms = head["first_ms"]

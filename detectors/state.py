@@ -1,16 +1,26 @@
-"""Per-entity detector state: a key table plus named per-slot numpy columns.
+"""Per-entity detector state: dense per-key rows of named numpy columns plus a key index.
 
 Every stateful detector declares its columns (``STATE`` spec) and gets a :class:`SlotState`:
 
     STATE = {"last": ("i8", ()), "ring": ("i8", (16,)), "pos": ("i8", ())}
 
-* ``keys`` is the open-addressing table (see ``kernels/common.py``); each slot has one row in
-  every column.
-* :meth:`reserve` grows the table (rehash) so that ``n`` more keys fit at load <= 0.7; the
-  engine calls it before every batch, so kernels never see a full table.
-* :meth:`expire` drops slots whose ``last`` column (event-time ms, required) is older than a
-  cutoff; this is how state expires and why 1M active identities stay small.
-* :meth:`to_bytes` / :meth:`from_bytes` give an exact, versioned snapshot.
+* The columns are *dense*: row ``r`` of every column belongs to one key, rows ``0 .. used-1``
+  are in use, and the columns are only slightly larger than the number of keys (they grow by
+  1/8 when full, plus whatever :meth:`reserve` was asked for). Memory per key is therefore the
+  row size, not the row size divided by the load factor of a power-of-two table.
+* ``index`` maps keys to rows (open addressing, power-of-two capacity, load <= 0.7; layout in
+  ``kernels/common.py``). Kernels get a key's row with :func:`row_of` (allocates a row for a
+  new key) or :func:`find_row` (-1 if absent). Only the 16-byte index entries pay for the
+  load factor.
+* :meth:`reserve` makes sure ``n`` more keys fit (rows and index); the engine calls it before
+  every batch with an upper bound of the keys the detector can add in that batch, so kernels
+  never run out of rows (if they did, :func:`row_of` raises instead of corrupting memory).
+* :meth:`expire` drops rows whose ``last`` column (event-time ms, required) is older than a
+  cutoff and compacts the rest; this is how state expires.
+* :meth:`to_bytes` / :meth:`from_bytes` give an exact, versioned snapshot (used rows only).
+
+Which row a key gets is an implementation detail: no kernel depends on row order, so a state
+restored from a snapshot (rows renumbered) behaves exactly like the original.
 """
 
 from __future__ import annotations
@@ -23,152 +33,176 @@ from numba import njit
 
 from stream.errors import StateError
 
-from .kernels.common import find_slot, slot_of
+from .kernels.common import find_row, norm_key
 
-_MIN_CAP = 64
-MAX_LOAD = 0.7  # linear probing stays short at 0.7; halves memory vs 0.5 at power-of-2 steps
+_MIN_ROWS = 64
+_MIN_CAP = 128
+MAX_LOAD = 0.7  # index load; linear probing stays short at 0.7
+_FORMAT = 2     # SlotState snapshot format (1: sparse power-of-two table, no longer read)
 
 
 @njit(cache=True)
-def _rehash(old_keys, new_keys, mapping):
-    for i in range(len(old_keys)):
-        k = old_keys[i]
-        if k != 0:
-            mapping[i] = slot_of(new_keys, k)
-        else:
-            mapping[i] = -1
+def _index_insert(index, keys, rows):
+    """Insert ``keys[j] -> rows[j]`` into an empty index (keys distinct, non-zero)."""
+    cap = index.shape[0] - 1
+    mask = np.uint64(cap - 1)
+    for j in range(len(keys)):
+        k = norm_key(keys[j])
+        i = np.int64((k ^ (k >> np.uint64(29))) & mask)
+        while index[i, 0] != 0:
+            i += 1
+            if i == cap:
+                i = 0
+        index[i, 0] = k
+        index[i, 1] = rows[j]
+
+
+def _index_cap(rows: int) -> int:
+    cap = _MIN_CAP
+    while cap * MAX_LOAD < rows:
+        cap *= 2
+    return cap
 
 
 class SlotState:
-    """Key table + per-slot columns for one detector (one engine / partition)."""
+    """Key index + dense per-key columns for one detector (one engine / partition)."""
 
-    def __init__(self, spec: dict[str, tuple[str, tuple]], capacity: int = _MIN_CAP):
+    def __init__(self, spec: dict[str, tuple[str, tuple]], capacity: int = _MIN_ROWS):
         if "last" not in spec:
             spec = {**spec, "last": ("i8", ())}
         self.spec = spec
-        cap = _MIN_CAP
-        while cap < capacity:
-            cap *= 2
-        self.keys = np.zeros(cap, dtype=np.uint64)
-        self.cols = {name: np.zeros((cap, *shape), dtype=dt) for name, (dt, shape) in spec.items()}
-        self.used = 0
+        rows = max(int(capacity), _MIN_ROWS)
+        self.cols = {name: np.zeros((rows, *shape), dtype=dt)
+                     for name, (dt, shape) in spec.items()}
+        self.index = self._new_index(_index_cap(rows), rows)
+
+    @staticmethod
+    def _new_index(cap: int, rows: int, used: int = 0) -> np.ndarray:
+        index = np.zeros((cap + 1, 2), dtype=np.uint64)
+        index[cap, 0] = used
+        index[cap, 1] = rows
+        return index
+
+    # -- sizes -------------------------------------------------------------------------------
+    @property
+    def used(self) -> int:
+        """Rows in use (= keys)."""
+        return int(self.index[-1, 0])
+
+    @property
+    def rows(self) -> int:
+        """Rows allocated in every column."""
+        return int(self.index[-1, 1])
 
     @property
     def capacity(self) -> int:
-        return len(self.keys)
+        """Slots of the key index."""
+        return len(self.index) - 1
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.cols[name]
 
     def count(self) -> int:
-        return int(np.count_nonzero(self.keys))
+        return self.used
 
     def nbytes(self) -> int:
-        return self.keys.nbytes + sum(c.nbytes for c in self.cols.values())
+        return self.index.nbytes + sum(c.nbytes for c in self.cols.values())
 
+    # -- growth ------------------------------------------------------------------------------
     def reserve(self, n_new: int) -> None:
-        """Ensure ``n_new`` more keys fit with load factor <= MAX_LOAD.
+        """Ensure ``n_new`` more keys fit: rows in every column and index load <= MAX_LOAD.
 
-        Cheap on the hot path: keeps an upper bound of the used slots and only counts the
-        table (O(capacity)) when the bound says it might be too full."""
-        bound = getattr(self, "_used_bound", None)
-        if bound is None:
-            bound = self.count()
-        if (bound + n_new) <= len(self.keys) * MAX_LOAD:
-            self._used_bound = bound + n_new
+        Columns grow to ``max(used + n_new, rows + rows / 8)`` (amortised O(1) per key, at
+        most ~1/8 slack); the index doubles when the rows would exceed its load limit."""
+        used = self.used
+        need = used + int(n_new)
+        if need <= self.rows:
             return
-        used = self.count()
-        need = int((used + n_new) / MAX_LOAD) + 1
-        if need > len(self.keys):
-            cap = len(self.keys)
-            while cap < need:
-                cap *= 2
-            self._resize(cap, keep=None)
-        self._used_bound = used + n_new
+        rows = max(need, self.rows + self.rows // 8, _MIN_ROWS)
+        self._set_rows(rows)
 
-    def _resize(self, cap: int, keep: np.ndarray | None) -> None:
-        old_keys = self.keys
-        if keep is not None:
-            old_keys = np.where(keep, old_keys, np.uint64(0))
-        new_keys = np.zeros(cap, dtype=np.uint64)
-        mapping = np.empty(len(old_keys), dtype=np.int64)
-        _rehash(old_keys, new_keys, mapping)
-        src = np.nonzero(mapping >= 0)[0]
-        dst = mapping[src]
+    def _set_rows(self, rows: int) -> None:
+        used = self.used
+        assert rows >= used
         new_cols = {}
         for name, col in self.cols.items():
-            nc = np.zeros((cap, *col.shape[1:]), dtype=col.dtype)
-            nc[dst] = col[src]
+            nc = np.zeros((rows, *col.shape[1:]), dtype=col.dtype)
+            nc[:used] = col[:used]
             new_cols[name] = nc
-        self.keys = new_keys
         self.cols = new_cols
-        self._used_bound = None
+        cap = self.capacity
+        if rows > cap * MAX_LOAD:
+            self._reindex(self.row_keys(), _index_cap(rows), rows)
+        else:
+            self.index[-1, 1] = rows
+
+    def row_keys(self) -> np.ndarray:
+        """Key of every used row (uint64, in row order)."""
+        ix = self.index[:-1]
+        live = ix[:, 0] != 0
+        out = np.zeros(self.used, dtype=np.uint64)
+        out[ix[live, 1].astype(np.int64)] = ix[live, 0]
+        return out
+
+    def _reindex(self, keys: np.ndarray, cap: int, rows: int) -> None:
+        index = self._new_index(cap, rows, len(keys))
+        _index_insert(index, keys, np.arange(len(keys), dtype=np.uint64))
+        self.index = index
 
     def expire(self, cutoff_ms: int) -> int:
-        """Drop slots last touched before ``cutoff_ms``; returns how many were dropped."""
-        live = self.keys != 0
-        stale = live & (self.cols["last"] < cutoff_ms)
+        """Drop rows last touched before ``cutoff_ms``; returns how many were dropped."""
+        used = self.used
+        stale = self.cols["last"][:used] < cutoff_ms
         n = int(np.count_nonzero(stale))
         if n == 0:
             return 0
-        remaining = int(np.count_nonzero(live)) - n
-        cap = _MIN_CAP
-        while cap * MAX_LOAD < remaining:
-            cap *= 2
-        cap = max(cap, _MIN_CAP)
-        self._resize(cap, keep=~stale)
+        keep = ~stale
+        keys = self.row_keys()[keep]
+        remaining = len(keys)
+        rows = max(remaining, _MIN_ROWS)
+        new_cols = {}
+        for name, col in self.cols.items():
+            nc = np.zeros((rows, *col.shape[1:]), dtype=col.dtype)
+            nc[:remaining] = col[:used][keep]
+            new_cols[name] = nc
+        self.cols = new_cols
+        self._reindex(keys, _index_cap(rows), rows)
         return n
 
     def lookup(self, key: int) -> int:
-        return int(find_slot(self.keys, np.uint64(key)))
+        """Row of ``key`` or -1."""
+        return int(find_row(self.index, np.uint64(key)))
 
     # -- snapshots ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Exact snapshot of the occupied slots only (their table positions, keys and rows):
-        a table keeps headroom (load <= 0.7, batch-sized reservations), so the full arrays
-        are mostly zeros -- writing them made every snapshot as large as the capacity."""
-        idx = np.flatnonzero(self.keys)
+        """Used rows only: the keys in row order and every column's first ``used`` rows."""
+        used = self.used
         buf = io.BytesIO()
-        np.savez(buf, __cap__=np.array([len(self.keys)], dtype=np.int64),
-                 __idx__=idx.astype(np.int64), __keys__=self.keys[idx],
-                 **{name: col[idx] for name, col in self.cols.items()})
+        np.savez(buf, __format__=np.array([_FORMAT], dtype=np.int64),
+                 __rowkeys__=self.row_keys(), **{k: c[:used] for k, c in self.cols.items()})
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, spec: dict[str, tuple[str, tuple]], data: bytes) -> "SlotState":
         try:
             z = np.load(io.BytesIO(data), allow_pickle=False)
-            st = cls(spec)
-            if "__idx__" in z.files:
-                # sparse snapshot: the slots go back to the same positions of a table of the
-                # same capacity (probe sequences stay exactly as they were)
-                cap = int(z["__cap__"][0])
-                idx = z["__idx__"]
-                if cap < _MIN_CAP or cap & (cap - 1) or (len(idx) and (
-                        idx.min() < 0 or idx.max() >= cap)):
-                    raise StateError(f"state snapshot has a bad capacity {cap} or slot index")
-                keys = np.zeros(cap, dtype=np.uint64)
-                keys[idx] = z["__keys__"]
-                cols = {}
-                for name, col in st.cols.items():
-                    v = z[name]
-                    if v.shape != (len(idx), *col.shape[1:]) or v.dtype != col.dtype:
-                        raise StateError(f"state column {name} has the wrong shape/type")
-                    c = np.zeros((cap, *col.shape[1:]), dtype=col.dtype)
-                    c[idx] = v
-                    cols[name] = c
-                st.keys = keys
-            else:                                   # dense snapshot (earlier versions)
-                st.keys = z["__keys__"].copy()
-                cols = {}
-                for name in st.cols:
-                    cols[name] = z[name].copy()
-                    if len(cols[name]) != len(st.keys):
-                        raise StateError(f"state column {name} has wrong length")
-            st.cols = cols
-            st._used_bound = None
+            if "__format__" not in z.files or int(z["__format__"][0]) != _FORMAT:
+                raise StateError("detector state snapshot has an unsupported format",
+                                 fix="delete the state topic entry; the worker will rebuild "
+                                 "state from the retained events")
+            keys = z["__rowkeys__"].astype(np.uint64)
+            n = len(keys)
+            if np.any(keys == 0) or len(np.unique(keys)) != n:
+                raise StateError("detector state snapshot has zero or duplicate keys")
+            st = cls(spec, capacity=n)
+            for name, col in st.cols.items():
+                v = z[name]
+                if v.shape != (n, *col.shape[1:]) or v.dtype != col.dtype:
+                    raise StateError(f"state column {name} has wrong shape or type")
+                col[:n] = v
+            st._reindex(keys, _index_cap(st.rows), st.rows)
             return st
-        except (KeyError, ValueError, OSError, struct.error, IndexError) as e:
+        except (KeyError, ValueError, OSError, struct.error) as e:
             raise StateError(f"corrupt detector state snapshot: {e}",
                              fix="delete the state topic entry; the worker will rebuild "
                              "state from the retained events") from e

@@ -16,7 +16,7 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_LOCAL_SOURCE, FLAG
 
 from ..base import Detector, Param, register
 from ..features import T_DC, T_HONEYTOKEN, T_SENSITIVE_ACCOUNT, string_feature
-from ..kernels.common import distinct_in_window, distinct_push, slot_of
+from ..kernels.common import distinct_in_window, distinct_push, row_of
 from .lateral_movement import host_hash_table
 
 H_KRBTGT = np.uint64(key_hash("krbtgt"))
@@ -62,7 +62,7 @@ def _abnormal_logon(event_id, logon_type, status, flags, time_ms, ip_h, host_h, 
         if ip_h[i] == 0 and host_hh[i] == comp_hh[i]:
             continue  # workstation name = the reporting machine itself: a local logon
         t = time_ms[i]
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         if t > last[s]:
             last[s] = t
         filled = 0
@@ -142,7 +142,7 @@ class AbnormalLogon(Detector):
         hh = host_hash_table(batch, ("src_host", "computer"), cand)
         m = _abnormal_logon(ev, batch.logon_type, batch.status, batch.flags,
                             batch.time_ms, h[batch.src_ip], h[batch.src_host],
-                            hh[batch.src_host], hh[batch.computer], sf[batch.account], sf[batch.account_sid], ctx.key, st.keys,
+                            hh[batch.src_host], hh[batch.computer], sf[batch.account], sf[batch.account_sid], ctx.key, st.index,
                             st["d_val"], st["d_ts"], st["n_ev"], st["hours"], st["last"],
                             ctx.learning, ctx.learning_until_ms, bool(self.p["all_accounts"]),
                             int(self.p["min_profile_events"]), int(self.p["min_hour_events"]),
@@ -197,7 +197,7 @@ def _fanout(event_id, logon_type, status, flags, time_ms, comp_hh, svc_hh, svc_h
         if target == 0:
             continue
         t = time_ms[i]
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         if t > last[s]:
             last[s] = t
         day = t // DAY_MS
@@ -269,7 +269,7 @@ class LateralMovementFanout(Detector):
         first = np.empty(n, np.int64)
         m = _fanout(ev, batch.logon_type, batch.status, batch.flags, batch.time_ms,
                     hh[batch.computer], hh[batch.service], batch.str_hash[batch.service],
-                    sf[batch.computer], sf[batch.service], ctx.key, st.keys, st["d_val"],
+                    sf[batch.computer], sf[batch.service], ctx.key, st.index, st["d_val"],
                     st["d_ts"], st["period"], st["cur_max"], st["base"], st["last"],
                     ctx.learning, ctx.learning_until_ms, int(self.p["window_s"] * 1000),
                     int(self.p["threshold"]), float(self.p["multiplier"]), out, cnt, first)

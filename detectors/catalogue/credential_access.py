@@ -12,7 +12,7 @@ from stream.schema import (FLAG_LOCAL_SOURCE, FLAG_MACHINE, FLAG_TARGET_MACHINE,
 from ..base import Detector, Param, register
 from ..features import (T_DC, T_HONEYTOKEN, T_MACHINE_NAME,
                         T_SENSITIVE_ACCOUNT, T_SYNC_ACCOUNT, string_feature)
-from ..kernels.common import distinct_in_window, distinct_push, set_contains, slot_of
+from ..kernels.common import distinct_in_window, distinct_push, row_of, set_contains
 
 F_NT_AUTHORITY = string_feature(
     "nt_authority_subject",
@@ -74,7 +74,7 @@ def _password_spray(event_id, status, sub_status, flags, time_ms, acc_hash, tgt_
         if name == 0:
             continue
         t = time_ms[i]
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         if t > last[s]:
             last[s] = t
         distinct_push(d_val, d_ts, s, name, t)
@@ -135,7 +135,7 @@ class PasswordSpray(Detector):
         m = _password_spray(batch.event_id, batch.status, batch.sub_status, batch.flags,
                             batch.time_ms, batch.hashes("account"),
                             batch.hashes("target_account"),
-                            ctx.sflags[batch.target_account], ctx.key, st.keys, st["d_val"],
+                            ctx.sflags[batch.target_account], ctx.key, st.index, st["d_val"],
                             st["d_ts"], st["last"], int(self.p["window_s"] * 1000),
                             int(self.p["threshold"]), out_idx, out_cnt, out_first, out_aux)
         if m:
@@ -169,7 +169,7 @@ def _kerberoast(event_id, status, enc, flags, time_ms, svc, svc_sid, str_hash, s
         if sf & (F_KRBTGT | T_MACHINE_NAME) or svc[i] == 0:
             continue
         t = time_ms[i]
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         if t > last[s]:
             last[s] = t
         h = str_hash[svc[i]]
@@ -255,7 +255,7 @@ class Kerberoasting(Detector):
         out_kind = np.empty(n, np.int64)
         m = _kerberoast(batch.event_id, batch.status, batch.ticket_encryption, batch.flags,
                         batch.time_ms, batch.service, batch.target_sid, batch.str_hash,
-                        ctx.sflags, ctx.key, st.keys, st["r_val"], st["r_ts"], st["a_val"],
+                        ctx.sflags, ctx.key, st.index, st["r_val"], st["r_ts"], st["a_val"],
                         st["a_ts"], st["last"], int(self.p["window_s"] * 1000),
                         int(self.p["threshold"]), int(self.p["fanout_threshold"]),
                         out_idx, out_cnt, out_first, out_aux, out_kind)

@@ -9,7 +9,7 @@ from stream.alert import iso_ms
 from stream.schema import FLAG_ANONYMOUS, FLAG_MACHINE
 
 from ..base import Detector, Param, register
-from ..kernels.common import find_slot, ring_max_in_window, ring_push, slot_of
+from ..kernels.common import find_row, ring_max_in_window, ring_push, row_of
 
 # wrong-password status codes per event id
 _WRONG_PW_NTLM = np.uint32(0xC000006A)
@@ -58,7 +58,7 @@ def _brute_force(event_id, status, sub_status, flags, logon_type, time_ms, src_k
         t = time_ms[i]
         if success:
             # a success after a burst of failures from the same source: update the alert
-            s = find_slot(keys, key[i])
+            s = find_row(keys, key[i])
             if s < 0 or last_src[s] == 0 or last_src[s] != src_key[i]:
                 continue
             c, f = _failures_before(ring, pos, s, t, window)
@@ -71,7 +71,7 @@ def _brute_force(event_id, status, sub_status, flags, logon_type, time_ms, src_k
             continue
         if not wrong:
             continue
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         ring_push(ring, pos, s, t)
         if t > last[s]:
             last[s] = t
@@ -128,7 +128,7 @@ class BruteForce(Detector):
         ip = batch.hashes("src_ip")
         src_key = np.where(ip != 0, ip, batch.hashes("src_host"))
         m = _brute_force(batch.event_id, batch.status, batch.sub_status, batch.flags,
-                         batch.logon_type, batch.time_ms, src_key, ctx.key, st.keys, st["ring"],
+                         batch.logon_type, batch.time_ms, src_key, ctx.key, st.index, st["ring"],
                          st["pos"], st["last"], st["src"], int(self.p["window_s"] * 1000),
                          min(int(self.p["threshold"]), 32), out_idx, out_cnt, out_first,
                          out_kind)

@@ -13,7 +13,7 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_DELEGATED, FLAG_FAILURE, FLAG_TA
 
 from ..base import Detector, Param, register
 from ..features import T_DC, string_feature
-from ..kernels.common import find_slot, mix, slot_of
+from ..kernels.common import find_row, mix, row_of
 from .persistence import (A_NTSD, A_SPN, C_NTDSDSA, L_ADMINSDHOLDER, L_DC_OU, L_DOMAIN_ROOT,
                           L_GPO, L_OP_DELETE, LOCAL, NL_TOOL, P_PWDLASTSET, REALM_GARBAGE,
                           REALM_LOWER_FQDN, V_DCSHADOW_SPN, V_REPL_GRANT,
@@ -57,7 +57,7 @@ def _golden(event_id, flags, time_ms, key, service, account_domain, extra, proto
             continue
         t = time_ms[i]
         if gs < 0:
-            gs = slot_of(keys, _G_FIRST)
+            gs = row_of(keys, _G_FIRST)
         if first[gs] == 0 or t < first[gs]:
             first[gs] = t
         if t > last[gs]:
@@ -65,13 +65,13 @@ def _golden(event_id, flags, time_ms, key, service, account_domain, extra, proto
         if e == 4768 or (e == 4770 and _is_krbtgt(str_hash[service[i]], krbtgt_hashes)):
             if flags[i] & FLAG_FAILURE:
                 continue
-            s = slot_of(keys, key[i])
+            s = row_of(keys, key[i])
             if t > tgt[s]:
                 tgt[s] = t
             if t > last[s]:
                 last[s] = t
             if e == 4768 and account_domain[i] != 0:
-                rs = slot_of(keys, mix(_G_REALM, str_hash[account_domain[i]]))
+                rs = row_of(keys, mix(_G_REALM, str_hash[account_domain[i]]))
                 if t > last[rs]:
                     last[rs] = t
             continue
@@ -101,10 +101,10 @@ def _golden(event_id, flags, time_ms, key, service, account_domain, extra, proto
             continue  # not yet a full TGT lifetime of history: TGTs may predate the engine
         if account_domain[i] == 0:
             continue
-        rs = find_slot(keys, mix(_G_REALM, str_hash[account_domain[i]]))
+        rs = find_row(keys, mix(_G_REALM, str_hash[account_domain[i]]))
         if rs < 0:
             continue  # realm never seen in a TGT here (trusted domain / partial coverage)
-        s = find_slot(keys, key[i])
+        s = find_row(keys, key[i])
         lt = tgt[s] if s >= 0 else 0
         if lt == 0 or lt < t - lifetime:
             out[m] = i
@@ -146,6 +146,8 @@ class GoldenTicket(Detector):
     audit = ("Audit Kerberos Authentication Service (4768) and Audit Kerberos Service Ticket "
              "Operations (4769/4770) on EVERY domain controller; Audit Logon (4624).")
     STATE = {"tgt": ("i8", ()), "first": ("i8", ())}
+    # per event: the account and its realm; once per batch the engine-wide first-seen key
+    keys_per_event = 3
     window_ms = 10 * 3_600_000
 
     def retention_ms(self):
@@ -158,7 +160,7 @@ class GoldenTicket(Detector):
         out_first = np.empty(batch.n, np.int64)
         m = _golden(batch.event_id, batch.flags, batch.time_ms, ctx.key, batch.service,
                     batch.account_domain, batch.extra, batch.protocol, batch.str_hash, ctx.sflags, lf,
-                    _KRBTGT_HASHES, int(self.p["tgt_lifetime_h"] * 3_600_000), st.keys,
+                    _KRBTGT_HASHES, int(self.p["tgt_lifetime_h"] * 3_600_000), st.index,
                     st["tgt"], st["first"], st["last"], out, out_first)
         if m:
             idx = out[:m]

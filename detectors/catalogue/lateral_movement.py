@@ -24,7 +24,7 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_LOCAL_SOURCE, FLAG
 from ..base import Detector, Param, register
 from ..features import (T_ADMIN_HOST, T_ANONYMOUS, T_DC, T_SENSITIVE_HOST, contains_any,
                         string_feature)
-from ..kernels.common import distinct_push, find_slot, mix, slot_of
+from ..kernels.common import distinct_push, find_row, mix, row_of
 
 # -- constant hashes of normalized strings ----------------------------------------------------
 H_NTLM = np.uint64(key_hash("ntlm"))
@@ -161,7 +161,7 @@ def _pth(event_id, logon_type, key_length, flags, time_ms, proto_h, lproc_h, ip_
         src = ip_h[i] if ip_h[i] != 0 else host_h[i]
         if e == 4776:
             if src != 0:
-                s = slot_of(keys, key[i])
+                s = row_of(keys, key[i])
                 distinct_push(d_val, d_ts, s, src, t)
                 if t > last[s]:
                     last[s] = t
@@ -180,7 +180,7 @@ def _pth(event_id, logon_type, key_length, flags, time_ms, proto_h, lproc_h, ip_
             continue
         if src == 0 or (f & FLAG_LOCAL_SOURCE):
             continue
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         new = distinct_push(d_val, d_ts, s, src, t)
         if t > last[s]:
             last[s] = t
@@ -232,7 +232,7 @@ class PassTheHash(Detector):
         out = np.empty(batch.n, np.int64)
         m = _pth(batch.event_id, batch.logon_type, batch.key_length, batch.flags,
                  batch.time_ms, h[batch.protocol], h[batch.logon_process], h[batch.src_ip],
-                 h[batch.src_host], ctx.sflags[batch.account], ctx.key, st.keys,
+                 h[batch.src_host], ctx.sflags[batch.account], ctx.key, st.index,
                  st["d_val"], st["d_ts"], st["last"], ctx.learning, ctx.learning_until_ms,
                  T_ANONYMOUS, out)
         if m:
@@ -278,7 +278,7 @@ def _opth(event_id, logon_type, ticket_enc, status, flags, time_ms, proto_h, lpr
         if f & FLAG_MACHINE:
             continue
         t = time_ms[i]
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         if t > last[s]:
             last[s] = t
         if e == 4771 or status[i] != 0:
@@ -358,7 +358,7 @@ class OverpassTheHash(Detector):
         aux = np.empty(n, np.int64)
         m = _opth(batch.event_id, batch.logon_type, batch.ticket_encryption, batch.status,
                   batch.flags, batch.time_ms, h[batch.protocol], h[batch.logon_process],
-                  h[batch.src_ip], ctx.key, st.keys, st["n_aes"], st["n_tgt"], st["d_val"],
+                  h[batch.src_ip], ctx.key, st.index, st["n_aes"], st["n_tgt"], st["d_val"],
                   st["d_ts"], st["last"], ctx.learning, ctx.learning_until_ms,
                   bool(self.p["seclogo_indicator"]), bool(self.p["rc4_without_history"]),
                   out, aux)
@@ -413,12 +413,12 @@ def _ptt(event_id, logon_type, status, flags, time_ms, proto_h, ip_h, ip_flags, 
         if tag == 0:
             tag = np.uint64(2)
         if e == 4768:
-            s = slot_of(keys, key[i])
+            s = row_of(keys, key[i])
             distinct_push(d_val, d_ts, s, tag, t)
             if t > last[s]:
                 last[s] = t
             continue
-        s = find_slot(keys, key[i])
+        s = find_row(keys, key[i])
         if s < 0:
             continue  # no TGT seen for the account at all: golden-ticket territory
         own = False
@@ -494,7 +494,7 @@ class PassTheTicket(Detector):
         first = np.empty(n, np.int64)
         m = _ptt(batch.event_id, batch.logon_type, batch.status, batch.flags, batch.time_ms,
                  h[batch.protocol], h[batch.src_ip], ctx.sflags[batch.src_ip], ctx.key,
-                 st.keys, st["d_val"], st["d_ts"], st["last"],
+                 st.index, st["d_val"], st["d_ts"], st["last"],
                  int(self.p["tgt_lifetime_h"] * 3_600_000), F_IPV6,
                  bool(self.p["machine_accounts"]), out, first)
         if m:
@@ -690,7 +690,7 @@ def _coercion(event_id, logon_type, flags, time_ms, proto_h, ip_h, comp_h, share
             if (ip_f[i] | host_f[i]) & T_ADMIN_HOST:
                 continue
             t = time_ms[i]
-            s = slot_of(keys, key[i])
+            s = row_of(keys, key[i])
             if t > last[s]:
                 last[s] = t
             if t > pipe_t[s]:
@@ -703,7 +703,7 @@ def _coercion(event_id, logon_type, flags, time_ms, proto_h, ip_h, comp_h, share
                 if f & FLAG_MACHINE:
                     continue
                 # print servers: hosts that serve spoolss to many distinct clients
-                cs = slot_of(keys, mix(comp_h[i], _C_CLIENTS))
+                cs = row_of(keys, mix(comp_h[i], _C_CLIENTS))
                 distinct_push(d_val, d_ts, cs, key[i], t)
                 if t > last[cs]:
                     last[cs] = t
@@ -724,7 +724,7 @@ def _coercion(event_id, logon_type, flags, time_ms, proto_h, ip_h, comp_h, share
                 continue
             if proto_h[i] != H_NTLM:
                 continue
-            s = find_slot(keys, key[i])
+            s = find_row(keys, key[i])
             if s < 0 or pipe_t[s] == 0:
                 continue
             t = time_ms[i]
@@ -773,6 +773,8 @@ class Coercion(Detector):
     )
     audit = "Audit Detailed File Share (5145) on DCs and servers; Audit Logon (4624)."
     STATE = {"pipe_t": ("i8", ()), "d_val": ("u8", (8,)), "d_ts": ("i8", (8,))}
+    # per event: the source and the print-server client set of the reporting host
+    keys_per_event = 2
     window_ms = 7 * 86_400_000
 
     retention_param = ("history_days", 86_400_000)
@@ -785,7 +787,7 @@ class Coercion(Detector):
         m = _coercion(batch.event_id, batch.logon_type, batch.flags, batch.time_ms,
                       h[batch.protocol], h[batch.src_ip], h[batch.computer], sf[batch.share],
                       sf[batch.relative_target], sf[batch.src_ip], sf[batch.src_host],
-                      sf[batch.computer], sf[batch.account], ctx.key, st.keys, st["pipe_t"],
+                      sf[batch.computer], sf[batch.account], ctx.key, st.index, st["pipe_t"],
                       st["d_val"], st["d_ts"], st["last"],
                       int(self.p["print_server_clients"]),
                       int(self.p["relay_window_s"] * 1000), out)
@@ -837,7 +839,7 @@ def _ntlm_relay(event_id, logon_type, key_length, status, flags, time_ms, proto_
             continue
         if e == 4768:
             if status[i] == 0:
-                s = slot_of(keys, key[i])
+                s = row_of(keys, key[i])
                 distinct_push(d_val, d_ts, s, ip, t)
                 if t > last[s]:
                     last[s] = t
@@ -845,7 +847,7 @@ def _ntlm_relay(event_id, logon_type, key_length, status, flags, time_ms, proto_
         if logon_type[i] != 3:
             continue
         if proto_h[i] == H_KERBEROS:
-            s = slot_of(keys, key[i])
+            s = row_of(keys, key[i])
             distinct_push(d_val, d_ts, s, ip, t)
             if t > last[s]:
                 last[s] = t
@@ -858,7 +860,7 @@ def _ntlm_relay(event_id, logon_type, key_length, status, flags, time_ms, proto_
         elif src_host_h[i] != 0 and acc_host_h[i] != 0 and src_host_h[i] != acc_host_h[i]:
             reason = 3  # workstation name is not the machine's own name
         elif (acc_f[i] & (T_DC | T_SENSITIVE_HOST)) or any_machine_ip:
-            s = find_slot(keys, key[i])
+            s = find_row(keys, key[i])
             if s >= 0:
                 known = 0
                 mine = False
@@ -927,7 +929,7 @@ class NtlmRelay(Detector):
         m = _ntlm_relay(ev, batch.logon_type, batch.key_length, batch.status, batch.flags,
                         batch.time_ms, h[batch.protocol], h[batch.src_ip], sf[batch.src_ip],
                         sf[batch.account], hh[batch.account], hh[batch.src_host], ctx.key,
-                        st.keys, st["d_val"], st["d_ts"], st["last"],
+                        st.index, st["d_val"], st["d_ts"], st["last"],
                         bool(self.p["any_machine_ip"]), F_IPV6, out, aux)
         if m:
             idx = out[:m]

@@ -26,7 +26,7 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_MACHINE, FLAG_TARG
 
 from ..base import Detector, Param, register
 from ..features import T_DC, T_SENSITIVE_ACCOUNT, T_SENSITIVE_GROUP
-from ..kernels.common import find_slot, mix, slot_of
+from ..kernels.common import find_row, mix, row_of
 
 # ---------------------------------------------------------------------------------------------
 # Local (module-private) string features
@@ -680,7 +680,7 @@ def _risky(event_id, flags, time_ms, key, account, target_account, target_sid, c
         if e == 4720 or e == 4741 or e == 4767 or e == 4722 or e == 4724 or e == 4723 \
                 or e == 4725:
             t = time_ms[i]
-            s = slot_of(keys, mix(key[i], str_hash[target_sid[i]] ^ _K_EXPLAIN))
+            s = row_of(keys, mix(key[i], str_hash[target_sid[i]] ^ _K_EXPLAIN))
             if t > expl[s]:
                 expl[s] = t
             if t > last[s]:
@@ -726,7 +726,7 @@ def _risky(event_id, flags, time_ms, key, account, target_account, target_sid, c
                     and (flags[i] & (FLAG_MACHINE | FLAG_ANONYMOUS)) == 0 \
                     and str_hash[account[i]] != str_hash[target_account[i]] \
                     and (sflags[target_account[i]] & T_DC) == 0:
-                s = find_slot(keys, mix(key[i], str_hash[target_sid[i]] ^ _K_EXPLAIN))
+                s = find_row(keys, mix(key[i], str_hash[target_sid[i]] ^ _K_EXPLAIN))
                 explained = s >= 0 and abs(time_ms[i] - expl[s]) <= explain_ms
                 if not explained:
                     hit = True
@@ -785,7 +785,7 @@ class RiskyAccountChange(Detector):
                    batch.uac_new, batch.value, batch.service, batch.properties, batch.object,
                    batch.attribute, batch.object_class, batch.extra, batch.str_hash, ctx.sflags,
                    lf, short, int(self.p["opaque_changes"]),
-                   int(self.p["explain_window_s"] * 1000), st.keys, st["expl"], st["last"],
+                   int(self.p["explain_window_s"] * 1000), st.index, st["expl"], st["last"],
                    out)
         if m:
             idx = out[:m]

@@ -19,7 +19,7 @@ from stream.schema import FLAG_LOCAL_SOURCE, FLAG_MACHINE
 from ..base import Detector, Param, register
 from ..features import (T_ADMIN_HOST, T_DC, T_HONEYTOKEN, T_SENSITIVE_ACCOUNT,
                         T_SENSITIVE_GROUP, T_SYNC_ACCOUNT, string_feature)
-from ..kernels.common import distinct_in_window, distinct_push, mix, set_contains, slot_of
+from ..kernels.common import distinct_in_window, distinct_push, mix, row_of, set_contains
 
 # -- string features (evaluated once per distinct string) --------------------------------------
 # Well-known service identities of the reporting machine itself (never a remote attacker).
@@ -106,7 +106,7 @@ def _account_enum(event_id, status, sub_status, flags, time_ms, acc_hash, key, k
         if not unknown and not matched:
             continue
         t = time_ms[i]
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         if t > last[s]:
             last[s] = t
         if matched:
@@ -187,7 +187,7 @@ class AccountEnumeration(Detector):
         out_aux = np.empty(n, np.int64)
         out_matched = np.empty(n, np.int64)
         m = _account_enum(batch.event_id, batch.status, batch.sub_status, batch.flags,
-                          batch.time_ms, batch.hashes("account"), ctx.key, st.keys,
+                          batch.time_ms, batch.hashes("account"), ctx.key, st.index,
                           st["u_val"], st["u_ts"], st["m_val"], st["m_ts"], st["last"],
                           int(self.p["window_s"] * 1000), int(self.p["threshold"]),
                           int(self.p["burst_s"] * 1000), int(self.p["burst_threshold"]),
@@ -245,7 +245,7 @@ def _samr_recon(event_id, flags, time_ms, acc_hash, account, obj, obj_class, gro
             sens = (tf & (T_SENSITIVE_ACCOUNT | T_HONEYTOKEN)) != 0
         t = time_ms[i]
         k = mix(key[i], acc_hash[i])
-        s = slot_of(keys, k)
+        s = row_of(keys, k)
         if t > last[s]:
             last[s] = t
         if e == 4661:
@@ -338,7 +338,7 @@ class SamrRecon(Detector):
         m = _samr_recon(batch.event_id, batch.flags, batch.time_ms, batch.hashes("account"),
                         batch.account, batch.object, batch.object_class, batch.group,
                         batch.group_sid, batch.target_account, batch.str_hash, ctx.sflags,
-                        ctx.key, st.keys,
+                        ctx.key, st.index,
                         st["o_val"], st["o_ts"], st["s_val"], st["s_ts"], st["last"],
                         int(self.p["window_s"] * 1000), int(self.p["object_threshold"]),
                         int(self.p["sensitive_threshold"]), int(self.p["group_lookup"]),
@@ -381,7 +381,7 @@ def _ldap_recon(event_id, flags, time_ms, acc_hash, account, obj, obj_class, acc
             continue
         t = time_ms[i]
         k = mix(key[i], acc_hash[i])
-        s = slot_of(keys, k)
+        s = row_of(keys, k)
         if t > last[s]:
             last[s] = t
         distinct_push(o_val, o_ts, s, mix(np.uint64(4662), str_hash[obj[i]]), t)
@@ -442,7 +442,7 @@ class LdapRecon(Detector):
         out_aux = np.empty(n, np.int64)
         m = _ldap_recon(batch.event_id, batch.flags, batch.time_ms, batch.hashes("account"),
                         batch.account, batch.object, batch.object_class, batch.access_mask,
-                        batch.str_hash, ctx.sflags, ctx.key, st.keys, st["o_val"], st["o_ts"],
+                        batch.str_hash, ctx.sflags, ctx.key, st.index, st["o_val"], st["o_ts"],
                         st["last"], int(self.p["window_s"] * 1000), int(self.p["threshold"]),
                         out_idx, out_ent, out_cnt, out_first, out_aux)
         if m:
@@ -478,7 +478,7 @@ def _smb_enum(event_id, flags, time_ms, account, share, rel, src_ip, src_host, c
         if sflags[account[i]] & F_NT_AUTHORITY:
             continue
         t = time_ms[i]
-        s = slot_of(keys, key[i])
+        s = row_of(keys, key[i])
         if t > last[s]:
             last[s] = t
         distinct_push(p_val, p_ts, s, str_hash[rel[i]], t)
@@ -549,7 +549,7 @@ class SmbSessionEnumeration(Detector):
         out_kind = np.empty(n, np.int64)
         m = _smb_enum(batch.event_id, batch.flags, batch.time_ms, batch.account, batch.share,
                       batch.relative_target, batch.src_ip, batch.src_host, batch.computer,
-                      batch.str_hash, ctx.sflags, ctx.dc_keys, ctx.key, st.keys, st["p_val"],
+                      batch.str_hash, ctx.sflags, ctx.dc_keys, ctx.key, st.index, st["p_val"],
                       st["p_ts"], st["sess_t"], st["last"], int(self.p["burst_s"] * 1000),
                       int(self.p["burst_pipes"]), out_idx, out_aux, out_kind)
         self._kind = dict(zip(out_idx[:m].tolist(), out_kind[:m].tolist()))

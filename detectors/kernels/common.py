@@ -5,10 +5,11 @@ detector is built from these so that state layout, expiry and snapshotting are u
 
 Conventions
 -----------
-* A key table is a ``uint64`` array of power-of-two capacity; 0 marks an empty slot (key 0 is
-  remapped to 1 by :func:`norm_key`). Linear probing; no deletion (expiry rebuilds the table,
-  see ``detectors/state.py``). Callers guarantee load <= 0.7 before a batch (the engine grows
-  tables ahead of each batch), so a probe always terminates.
+* A key set (:func:`slot_of` / :func:`find_slot`) is a ``uint64`` array of power-of-two
+  capacity; 0 marks an empty slot (key 0 is remapped to 1 by :func:`norm_key`). Linear probing;
+  no deletion. Callers keep the load <= 0.7, so a probe always terminates.
+* Per-detector state (:func:`row_of` / :func:`find_row`) maps keys to dense rows of the
+  detector's columns through such an index (see ``detectors/state.py``); expiry rebuilds it.
 * Times are event-time milliseconds (int64).
 * Windows are *true sliding* windows evaluated on event time, independent of arrival order:
   :func:`ring_max_in_window` answers "is there a window of length W containing t with at least
@@ -62,6 +63,58 @@ def find_slot(keys, k):
             return -1
         i += 1
         if i == n:
+            i = 0
+
+
+# -- per-detector state index (see detectors/state.py) ----------------------------------------
+# A SlotState keeps its per-key columns dense (row r of every column belongs to one key) and
+# maps keys to rows with an open-addressing index: ``index`` is a uint64 array of shape
+# (cap + 1, 2), cap a power of two; ``index[i] = (key, row)`` (key 0 = empty slot) and the
+# extra last line holds ``(rows used, rows allocated)``. The owner guarantees rows allocated
+# <= 0.7 * cap, so the index never fills up and a probe always terminates.
+
+
+@njit(cache=True)
+def row_of(index, k):
+    """Row of key ``k`` (allocating the next free row if the key is new)."""
+    k = norm_key(k)
+    cap = index.shape[0] - 1
+    mask = np.uint64(cap - 1)
+    i = np.int64((k ^ (k >> np.uint64(29))) & mask)
+    while True:
+        cur = index[i, 0]
+        if cur == k:
+            return np.int64(index[i, 1])
+        if cur == 0:
+            r = index[cap, 0]
+            if r >= index[cap, 1]:
+                # reserve() was given too small a bound: refuse instead of writing out of
+                # bounds (numba does not check array bounds)
+                raise IndexError("detector state: no free row (reserve bound too small)")
+            index[i, 0] = k
+            index[i, 1] = r
+            index[cap, 0] = r + np.uint64(1)
+            return np.int64(r)
+        i += 1
+        if i == cap:
+            i = 0
+
+
+@njit(cache=True)
+def find_row(index, k):
+    """Row of key ``k`` or -1 if absent (never allocates)."""
+    k = norm_key(k)
+    cap = index.shape[0] - 1
+    mask = np.uint64(cap - 1)
+    i = np.int64((k ^ (k >> np.uint64(29))) & mask)
+    while True:
+        cur = index[i, 0]
+        if cur == k:
+            return np.int64(index[i, 1])
+        if cur == 0:
+            return np.int64(-1)
+        i += 1
+        if i == cap:
             i = 0
 
 
