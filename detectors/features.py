@@ -11,7 +11,9 @@ bits 16..63 are static predicates registered by detector modules with :func:`str
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -32,6 +34,9 @@ T_ADMIN_HOST = np.uint64(1 << 6)        # admin workstation / jump host (config)
 T_MACHINE_NAME = np.uint64(1 << 7)      # looks like a machine account (`name$`)
 T_LOOPBACK = np.uint64(1 << 8)          # loopback / local IP or '::1'
 T_ANONYMOUS = np.uint64(1 << 9)         # anonymous logon / S-1-5-7
+(_I_HONEYTOKEN, _I_SENSITIVE_ACCOUNT, _I_SENSITIVE_GROUP, _I_SENSITIVE_HOST, _I_DC,
+ _I_SYNC_ACCOUNT, _I_ADMIN_HOST, _I_MACHINE_NAME, _I_LOOPBACK, _I_ANONYMOUS) = (
+    1 << i for i in range(10))     # the same bits as Python ints (flags_of, per string)
 
 # Built-in sensitive groups (names as normalized: lower case, no domain) and RIDs/SIDs.
 SENSITIVE_GROUP_NAMES = frozenset({
@@ -123,6 +128,7 @@ def _short_host(s: str) -> str:
     return s.split(".", 1)[0]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _looks_like_ip(s: str) -> bool:
     if not s or not (s[0].isdigit() or s[0] == ":" or ":" in s):
         return False
@@ -166,6 +172,38 @@ class _Matcher:
         return any(fnmatch.fnmatchcase(c, g) for c in cands for g in self.globs)
 
 
+class _FlagCache:
+    """Open-addressing table ``mix(string hash, column set) -> flags`` (numba lookup)."""
+
+    __slots__ = ("keys", "vals", "count")
+
+    def __init__(self, capacity: int = 1 << 12):
+        self.keys = np.zeros(capacity, dtype=np.uint64)
+        self.vals = np.zeros(capacity, dtype=np.uint64)
+        self.count = 0
+
+
+# Flags are a pure function of (string, column set, the tagging settings, the DC names known,
+# the registered features): engines whose inputs agree share one cache, so a worker with 8
+# engines (4 partitions x 2 key kinds) computes each distinct string once, not 8 times.
+# An engine that learns a new DC moves to the cache of its new fingerprint.
+_SHARED: "OrderedDict[tuple, _FlagCache]" = OrderedDict()
+_SHARED_MAX = 16
+_TAG_FIELDS = {"honeytoken_accounts", "sensitive_accounts", "sensitive_groups",
+               "sensitive_hosts", "sync_accounts", "admin_hosts", "domain_controllers"}
+
+
+def _shared_cache(fingerprint: tuple) -> _FlagCache:
+    c = _SHARED.get(fingerprint)
+    if c is None:
+        c = _SHARED[fingerprint] = _FlagCache()
+        while len(_SHARED) > _SHARED_MAX:
+            _SHARED.popitem(last=False)
+    else:
+        _SHARED.move_to_end(fingerprint)
+    return c
+
+
 class FeatureComputer:
     """Computes and caches the flags of strings, by 64-bit hash."""
 
@@ -178,22 +216,31 @@ class FeatureComputer:
         self.sync = _Matcher(settings.sync_accounts)
         self.admin = _Matcher(settings.admin_hosts, host=True)
         self.dc_short: set[str] = {_short_host(h.lower()) for h in settings.domain_controllers}
-        self._reset_cache()
+        self._preds: dict[tuple[int, int], list] = {}
+        self._tags = settings.model_dump_json(include=_TAG_FIELDS)
+        self._bind()
 
-    def _reset_cache(self, capacity: int = 1 << 12) -> None:
-        # open-addressing table hash -> flags (numba lookup; misses computed in Python)
-        self._keys = np.zeros(capacity, dtype=np.uint64)
-        self._vals = np.zeros(capacity, dtype=np.uint64)
-        self._count = 0
+    def _bind(self) -> None:
+        self._cache = _shared_cache((self._tags, frozenset(self.dc_short), len(_STATIC)))
 
     def learn_dc(self, host: str) -> bool:
-        """Add a DC host name; returns True if new (clears the cache)."""
+        """Add a DC host name; returns True if new (the flags cache changes with it)."""
         short = _short_host(host.lower())
         if not short or short in self.dc_short:
             return False
         self.dc_short.add(short)
-        self._reset_cache()
+        self._bind()
         return True
+
+    def _static_for(self, colmask: int) -> list[tuple[int, Callable[[str], bool]]]:
+        """The static predicates that apply to strings seen in ``colmask``, with their bits
+        as Python ints (per column set, recomputed if a feature is registered later)."""
+        key = (colmask, len(_STATIC))
+        preds = self._preds.get(key)
+        if preds is None:
+            preds = self._preds[key] = [(int(bit), pred) for _, bit, pred, cb in _STATIC
+                                        if cb & colmask]
+        return preds
 
     def flags_of(self, s: str, colmask: int = -1) -> int:
         """Flags of one string appearing in the columns of ``colmask`` (-1 = all)."""
@@ -201,40 +248,39 @@ class FeatureComputer:
         f = 0
         if not low:
             return 0
-        for _, bit, pred, cb in _STATIC:
-            if cb & colmask:
-                try:
-                    if pred(low):
-                        f |= int(bit)
-                except Exception:  # a predicate must never stop the pipeline
-                    pass
+        for bit, pred in self._static_for(colmask):
+            try:
+                if pred(low):
+                    f |= bit
+            except Exception:  # a predicate must never stop the pipeline
+                pass
         if not colmask & CONFIG_COLUMNS:
             return f
         name = _name_part(low)
         if self.honey and self.honey.match(low):
-            f |= int(T_HONEYTOKEN)
+            f |= _I_HONEYTOKEN
         if self.sens_acc and self.sens_acc.match(low):
-            f |= int(T_SENSITIVE_ACCOUNT)
+            f |= _I_SENSITIVE_ACCOUNT
         if (name in SENSITIVE_GROUP_NAMES or low in SENSITIVE_BUILTIN_SIDS
                 or (low.startswith("s-1-5-21-") and low.endswith(SENSITIVE_RIDS))
                 or (self.sens_grp and self.sens_grp.match(low))):
-            f |= int(T_SENSITIVE_GROUP)
+            f |= _I_SENSITIVE_GROUP
         if self.sens_host and self.sens_host.match(low):
-            f |= int(T_SENSITIVE_HOST)
+            f |= _I_SENSITIVE_HOST
         if self.dc_short:
             cand = _short_host(name).rstrip("$")
             if cand in self.dc_short and (name.endswith("$") or "\\" not in low):
-                f |= int(T_DC)
+                f |= _I_DC
         if self.sync and self.sync.match(low):
-            f |= int(T_SYNC_ACCOUNT)
+            f |= _I_SYNC_ACCOUNT
         if self.admin and self.admin.match(low):
-            f |= int(T_ADMIN_HOST)
+            f |= _I_ADMIN_HOST
         if name.endswith("$"):
-            f |= int(T_MACHINE_NAME)
+            f |= _I_MACHINE_NAME
         if low in ("127.0.0.1", "::1", "-", "localhost") or low.startswith("::ffff:127."):
-            f |= int(T_LOOPBACK)
+            f |= _I_LOOPBACK
         if name in ("anonymous logon", "anonymous") or low == "s-1-5-7":
-            f |= int(T_ANONYMOUS)
+            f |= _I_ANONYMOUS
         return f
 
     def compute(self, str_hash: np.ndarray, strings_at: Callable[[int], str],
@@ -254,26 +300,29 @@ class FeatureComputer:
         out = np.zeros(len(hs), dtype=np.uint64)
         miss = np.empty(len(hs), dtype=np.int64)
         ckeys = np.empty(len(hs), dtype=np.uint64)
-        m = _cache_lookup(self._keys, self._vals, hs, colmask, out, miss, ckeys)
+        c = self._cache
+        m = _cache_lookup(c.keys, c.vals, hs, colmask, out, miss, ckeys)
         if m:
-            if self._count + m > _CACHE_MAX:
-                self._reset_cache()
-            need = (self._count + m) * 2
-            if need > len(self._keys):
-                cap = len(self._keys)
+            if c.count + m > _CACHE_MAX:
+                c.keys = np.zeros(1 << 12, dtype=np.uint64)
+                c.vals = np.zeros(1 << 12, dtype=np.uint64)
+                c.count = 0
+            need = (c.count + m) * 2
+            if need > len(c.keys):
+                cap = len(c.keys)
                 while cap < need:
                     cap *= 2
-                old_k, old_v = self._keys, self._vals
-                self._keys = np.zeros(cap, dtype=np.uint64)
-                self._vals = np.zeros(cap, dtype=np.uint64)
+                old_k, old_v = c.keys, c.vals
+                c.keys = np.zeros(cap, dtype=np.uint64)
+                c.vals = np.zeros(cap, dtype=np.uint64)
                 live = old_k != 0
-                _cache_insert(self._keys, self._vals, old_k[live], old_v[live])
+                _cache_insert(c.keys, c.vals, old_k[live], old_v[live])
             idx = miss[:m]
             cm = colmask[idx].tolist()
-            vals = np.fromiter((self.flags_of(strings_at(i), c)
-                                for i, c in zip(idx.tolist(), cm)), dtype=np.uint64, count=m)
-            _cache_insert(self._keys, self._vals, ckeys[idx], vals)
-            self._count += m
+            vals = np.fromiter((self.flags_of(strings_at(i), c_)
+                                for i, c_ in zip(idx.tolist(), cm)), dtype=np.uint64, count=m)
+            _cache_insert(c.keys, c.vals, ckeys[idx], vals)
+            c.count += m
             out[idx] = vals
         return out
 
