@@ -26,7 +26,7 @@ from stream.errors import NormalizationError
 from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_LOCAL_SOURCE, FLAG_MACHINE,
                            FLAG_TARGET_MACHINE, NUMERIC_DEFAULTS)
 
-from stream.schema import FLAG_DELEGATED, FLAG_NULL_SUBJECT  # noqa: E402,F401
+from stream.schema import FLAG_DELEGATED, FLAG_NULL_SUBJECT, FLAG_VALUE_DELETED  # noqa: E402,F401
 
 _EMPTY = {"", "-", "%%1793", "null", "none", "n/a"}
 _INT64_MAX = 2**63 - 1  # numeric columns of the wire format are int64
@@ -37,6 +37,13 @@ def _s(v: Any) -> str:
         return ""
     s = str(v).strip()
     return "" if s.lower() in _EMPTY else s
+
+
+def is_value_deleted(v: Any) -> bool:
+    """5136 OperationType: ``%%14675`` (as EVTX/WEF render it) or its text "Value Deleted"
+    (Winlogbeat / NXLog with message rendering)."""
+    t = _s(v).lower()
+    return "%%14675" in t or "value deleted" in t
 
 
 def parse_int(v: Any, default: int = 0) -> int:
@@ -466,6 +473,8 @@ class Normalizer:
             flags |= FLAG_TARGET_MACHINE
         if eid == 4769 and _s(rec.get("TransmittedServices")):
             flags |= FLAG_DELEGATED
+        if eid == 5136 and is_value_deleted(rec.get("OperationType")):
+            flags |= FLAG_VALUE_DELETED
         fail = spec.get("failure")
         if fail is not None and fail(rec):
             flags |= FLAG_FAILURE
@@ -642,6 +651,10 @@ def _gen_source(eid: int, spec: dict) -> tuple[str, dict]:
         L.append(f"        flags |= {FLAG_TARGET_MACHINE}")
         L.append("    if _fs(g('TransmittedServices')):")
         L.append(f"        flags |= {FLAG_DELEGATED}")
+    if eid == 5136:
+        env["_deleted"] = is_value_deleted
+        L.append("    if _deleted(g('OperationType')):")
+        L.append(f"        flags |= {FLAG_VALUE_DELETED}")
     fail = spec.get("failure")
     if fail is not None:
         env["_fail"] = fail

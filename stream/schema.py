@@ -112,6 +112,7 @@ FLAG_TARGET_MACHINE = 1 << 3  # target_account is a machine account
 FLAG_LOCAL_SOURCE = 1 << 4   # source is the local machine (loopback / '-')
 FLAG_NULL_SUBJECT = 1 << 5   # 4624: SubjectUserSid S-1-0-0
 FLAG_DELEGATED = 1 << 6      # 4769: TransmittedServices present (S4U2Proxy delegation)
+FLAG_VALUE_DELETED = 1 << 7  # 5136: OperationType "value deleted" (%%14675)
 
 FLAG_NAMES = {
     "machine": FLAG_MACHINE,
@@ -121,6 +122,7 @@ FLAG_NAMES = {
     "local_source": FLAG_LOCAL_SOURCE,
     "null_subject": FLAG_NULL_SUBJECT,
     "delegated": FLAG_DELEGATED,
+    "value_deleted": FLAG_VALUE_DELETED,
 }
 
 NUMERIC_DEFAULTS: dict[str, int] = {

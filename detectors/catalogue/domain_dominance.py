@@ -9,13 +9,14 @@ import numpy as np
 from numba import njit
 
 from stream.schema import (FLAG_ANONYMOUS, FLAG_DELEGATED, FLAG_FAILURE, FLAG_TARGET_MACHINE,
+                           FLAG_VALUE_DELETED,
                            key_hash)
 
 from ..base import Detector, Param, register
 from ..features import T_DC, string_feature
 from ..kernels.common import find_row, mix, row_of
 from .persistence import (A_NTSD, A_SPN, C_NTDSDSA, L_ADMINSDHOLDER, L_DC_OU, L_DOMAIN_ROOT,
-                          L_GPO, L_OP_DELETE, LOCAL, NL_TOOL, P_PWDLASTSET, REALM_GARBAGE,
+                          L_GPO, LOCAL, NL_TOOL, P_PWDLASTSET, REALM_GARBAGE,
                           REALM_LOWER_FQDN, V_DCSHADOW_SPN, V_REPL_GRANT,
                           ds_write_hits, replication_grantees)
 
@@ -47,7 +48,7 @@ def _is_krbtgt(h, krbtgt_hashes):
 
 
 @njit(cache=True)
-def _golden(event_id, flags, time_ms, key, service, account_domain, extra, protocol, str_hash,
+def _golden(event_id, flags, time_ms, key, service, account_domain, protocol, str_hash,
             sflags, lf, krbtgt_hashes, lifetime, keys, tgt, first, last, out, out_first):
     m = 0
     gs = -1
@@ -159,7 +160,7 @@ class GoldenTicket(Detector):
         out = np.empty(batch.n, np.int64)
         out_first = np.empty(batch.n, np.int64)
         m = _golden(batch.event_id, batch.flags, batch.time_ms, ctx.key, batch.service,
-                    batch.account_domain, batch.extra, batch.protocol, batch.str_hash, ctx.sflags, lf,
+                    batch.account_domain, batch.protocol, batch.str_hash, ctx.sflags, lf,
                     _KRBTGT_HASHES, int(self.p["tgt_lifetime_h"] * 3_600_000), st.index,
                     st["tgt"], st["first"], st["last"], out, out_first)
         if m:
@@ -187,7 +188,7 @@ class GoldenTicket(Detector):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _dcshadow(event_id, flags, service, value, attribute, obj, object_class, extra,
+def _dcshadow(event_id, flags, service, value, attribute, obj, object_class,
               target_account, computer, sflags, lf, short, out):
     m = 0
     for i in range(len(event_id)):
@@ -201,7 +202,7 @@ def _dcshadow(event_id, flags, service, value, attribute, obj, object_class, ext
                 hit = not is_dc
         elif e == 5136:
             if (lf[attribute[i]] & A_SPN) and (lf[value[i]] & V_DCSHADOW_SPN) and \
-                    (lf[extra[i]] & L_OP_DELETE) == 0 and (lf[obj[i]] & L_DC_OU) == 0:
+                    (flags[i] & FLAG_VALUE_DELETED) == 0 and (lf[obj[i]] & L_DC_OU) == 0:
                 hit = True
         elif e == 5137:
             hit = (lf[object_class[i]] & C_NTDSDSA) != 0
@@ -241,7 +242,7 @@ class DcShadow(Detector):
         lf, short = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
         m = _dcshadow(batch.event_id, batch.flags, batch.service, batch.value,
-                      batch.attribute, batch.object, batch.object_class, batch.extra,
+                      batch.attribute, batch.object, batch.object_class,
                       batch.target_account, batch.computer, ctx.sflags, lf, short, out)
         if m:
             idx = out[:m]
@@ -297,7 +298,7 @@ class DomainAclChange(Detector):
     def run(self, batch, ctx, hits):
         lf, _ = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
-        m = ds_write_hits(batch.event_id, batch.attribute, batch.object, batch.extra, lf,
+        m = ds_write_hits(batch.event_id, batch.attribute, batch.object, batch.flags, lf,
                           A_NTSD, L_DOMAIN_ROOT | L_ADMINSDHOLDER | L_GPO, out)
         if m:
             idx = out[:m]

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_MACHINE, FLAG_TARGET_MACHINE,
-                           key_hash, string_index)
+                           FLAG_VALUE_DELETED, key_hash, string_index)
 
 from ..base import Detector, Param, register
 from ..features import T_DC, T_SENSITIVE_ACCOUNT, T_SENSITIVE_GROUP
@@ -154,7 +154,6 @@ SAM_BIT_NAMES = {
                                         "transition)",
 }
 
-L_OP_DELETE = _local(lambda s, l: "%%14675" in l)            # 5136 OperationType: value deleted
 L_DOMAIN_ROOT = _local(lambda s, l: _is_domain_root(l))
 L_ADMINSDHOLDER = _local(lambda s, l: "cn=adminsdholder,cn=system," in l)
 L_GPO = _local(lambda s, l: bool(_GPO_RE.match(l)))
@@ -195,7 +194,7 @@ REALM_GARBAGE = _local(lambda s, l: _bad_realm_garbage(s))
 LOCAL_EIDS = np.array([5136, 5137, 4738, 4742, 4741, 4720, 4765, 4766, 4781, 4724, 4767,
                        4719, 5805, 5827, 5828, 5829, 4794, 1102, 104], dtype=np.int32)
 _LOCAL_COLS = np.array([string_index(c) for c in (
-    "computer", "object", "object_class", "attribute", "value", "extra", "properties",
+    "computer", "object", "object_class", "attribute", "value", "properties",
     "member_sid", "service", "src_host", "target_account", "target_sid")], dtype=np.int64)
 # Kerberos events: only their (few distinct) domain strings.
 KRB_EIDS = np.array([4769, 4624], dtype=np.int32)
@@ -363,7 +362,7 @@ class SensitiveGroupChange(Detector):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _sid_history(event_id, attribute, extra, properties, lf, out):
+def _sid_history(event_id, attribute, evflags, properties, lf, out):
     m = 0
     for i in range(len(event_id)):
         e = event_id[i]
@@ -373,7 +372,7 @@ def _sid_history(event_id, attribute, extra, properties, lf, out):
         elif e == 4738 or e == 4742:
             hit = (lf[properties[i]] & P_SIDHIST) != 0
         elif e == 5136:
-            hit = (lf[attribute[i]] & A_SIDHIST) != 0 and (lf[extra[i]] & L_OP_DELETE) == 0
+            hit = (lf[attribute[i]] & A_SIDHIST) != 0 and (evflags[i] & FLAG_VALUE_DELETED) == 0
         if hit:
             out[m] = i
             m += 1
@@ -413,7 +412,7 @@ class SidHistoryInjection(Detector):
     def run(self, batch, ctx, hits):
         lf, _ = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
-        m = _sid_history(batch.event_id, batch.attribute, batch.extra, batch.properties, lf,
+        m = _sid_history(batch.event_id, batch.attribute, batch.flags, batch.properties, lf,
                          out)
         if m:
             idx = out[:m]
@@ -452,7 +451,7 @@ class SidHistoryInjection(Detector):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def ds_write_hits(event_id, col, obj, extra, lf, col_bits, obj_bits, out):
+def ds_write_hits(event_id, col, obj, evflags, lf, col_bits, obj_bits, out):
     """5136 writes (not value deletions) whose ``col`` string has one of ``col_bits`` and,
     when ``obj_bits`` is non-zero, whose object has one of ``obj_bits`` (local flags ``lf``).
     Shared by adminsdholder-change, rbcd-change and domain-acl-change."""
@@ -460,7 +459,7 @@ def ds_write_hits(event_id, col, obj, extra, lf, col_bits, obj_bits, out):
     for i in range(len(event_id)):
         if event_id[i] != 5136:
             continue
-        if (lf[col[i]] & col_bits) == 0 or (lf[extra[i]] & L_OP_DELETE) != 0:
+        if (lf[col[i]] & col_bits) == 0 or (evflags[i] & FLAG_VALUE_DELETED) != 0:
             continue
         if obj_bits != 0 and (lf[obj[i]] & obj_bits) == 0:
             continue
@@ -495,7 +494,7 @@ class AdminSdHolderChange(Detector):
     def run(self, batch, ctx, hits):
         lf, _ = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
-        m = ds_write_hits(batch.event_id, batch.object, batch.object, batch.extra, lf,
+        m = ds_write_hits(batch.event_id, batch.object, batch.object, batch.flags, lf,
                           L_ADMINSDHOLDER, np.uint64(0), out)
         if m:
             idx = out[:m]
@@ -543,7 +542,7 @@ class RbcdChange(Detector):
     def run(self, batch, ctx, hits):
         lf, _ = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
-        m = ds_write_hits(batch.event_id, batch.attribute, batch.object, batch.extra, lf,
+        m = ds_write_hits(batch.event_id, batch.attribute, batch.object, batch.flags, lf,
                           A_RBCD, np.uint64(0), out)
         if m:
             idx = out[:m]
@@ -571,7 +570,7 @@ class RbcdChange(Detector):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True)
-def _delegation(event_id, uac_old, uac_new, value, properties, attribute, obj, extra,
+def _delegation(event_id, uac_old, uac_new, value, properties, attribute, obj, evflags,
                 target_account, sflags, lf, out):
     m = 0
     for i in range(len(event_id)):
@@ -590,7 +589,7 @@ def _delegation(event_id, uac_old, uac_new, value, properties, attribute, obj, e
             elif lf[properties[i]] & P_A2D:
                 hit = True
         elif e == 5136:
-            if lf[extra[i]] & L_OP_DELETE or lf[obj[i]] & L_DC_OU:
+            if evflags[i] & FLAG_VALUE_DELETED or lf[obj[i]] & L_DC_OU:
                 continue
             a = lf[attribute[i]]
             if a & A_A2D:
@@ -630,7 +629,7 @@ class DelegationChange(Detector):
         lf, _ = LOCAL.get(batch)
         out = np.empty(batch.n, np.int64)
         m = _delegation(batch.event_id, batch.uac_old, batch.uac_new, batch.value,
-                        batch.properties, batch.attribute, batch.object, batch.extra,
+                        batch.properties, batch.attribute, batch.object, batch.flags,
                         batch.target_account, ctx.sflags, lf, out)
         if m:
             idx = out[:m]
@@ -672,7 +671,7 @@ _K_EXPLAIN = np.uint64(0x5EC0DE0F00D5EED5)
 
 @njit(cache=True)
 def _risky(event_id, flags, time_ms, key, account, target_account, target_sid, computer,
-           uac_old, uac_new, value, service, properties, obj, attribute, object_class, extra,
+           uac_old, uac_new, value, service, properties, obj, attribute, object_class,
            str_hash, sflags, lf, short, opaque_on, explain_ms, keys, expl, last, out):
     # pass 1: "explaining" events (account created/unlocked/reset/enabled) per (actor, target)
     for i in range(len(event_id)):
@@ -696,7 +695,7 @@ def _risky(event_id, flags, time_ms, key, account, target_account, target_sid, c
             elif uac_new[i] == 0 and uac_old[i] == 0 and (lf[value[i]] & T_UAC_RISKY_TEXT):
                 hit = True
         elif e == 5136:
-            if lf[extra[i]] & L_OP_DELETE:
+            if flags[i] & FLAG_VALUE_DELETED:
                 continue
             if (lf[object_class[i]] & C_USER) == 0:
                 continue
@@ -783,7 +782,7 @@ class RiskyAccountChange(Detector):
         m = _risky(batch.event_id, batch.flags, batch.time_ms, ctx.key, batch.account,
                    batch.target_account, batch.target_sid, batch.computer, batch.uac_old,
                    batch.uac_new, batch.value, batch.service, batch.properties, batch.object,
-                   batch.attribute, batch.object_class, batch.extra, batch.str_hash, ctx.sflags,
+                   batch.attribute, batch.object_class, batch.str_hash, ctx.sflags,
                    lf, short, int(self.p["opaque_changes"]),
                    int(self.p["explain_window_s"] * 1000), st.index, st["expl"], st["last"],
                    out)

@@ -151,3 +151,22 @@ def test_live_channel_source_parses_rendered_xml_and_refuses_off_windows():
     if sys.platform != "win32":
         with pytest.raises(ConfigError, match="need Windows"):
             WinEventLogSource(["Security"])
+
+
+@pytest.mark.parametrize("op,deleted", [("%%14675", True), ("%%14674", False),
+                                        ("Value Deleted", True), ("Value Added", False),
+                                        ("", False)])
+def test_5136_value_deleted_is_a_flag(op, deleted):
+    """Directory-change detectors ignore the "value deleted" half of a 5136 modification: the
+    normalizer sets FLAG_VALUE_DELETED from OperationType (coded or rendered text), on both
+    the compiled and the reference path."""
+    from collectors.normalize import normalize_reference
+    from stream.schema import FLAG_VALUE_DELETED
+
+    rec = {"_eid": 5136, "_time_ms": 1_700_000_000_000, "_computer": "dc01.corp.local",
+           "_channel": "Security", "SubjectUserName": "bob", "SubjectDomainName": "CORP",
+           "ObjectDN": "CN=AdminSDHolder,CN=System,DC=corp,DC=local",
+           "AttributeLDAPDisplayName": "nTSecurityDescriptor", "AttributeValue": "O:BA",
+           "OperationType": op}
+    for ev in (Normalizer().normalize(dict(rec)), normalize_reference(dict(rec))):
+        assert bool(ev["flags"] & FLAG_VALUE_DELETED) is deleted

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.schema import FLAG_VALUE_DELETED
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
 from _harness import ev, run_detector, scan_sample_for
 
@@ -33,7 +34,7 @@ def test_positive_acl_added_to_adminsdholder():
     sd = "O:DAG:DAD:PAI(A;;LCRPLORC;;;AU)(A;;GA;;;S-1-5-21-1-2-3-1601)"
     alerts = run([ev(0, 5136, object=ASH, object_class="container",
                      attribute="nTSecurityDescriptor", value=sd,
-                     extra='{"OperationType":"%%14675"}'),
+                     extra='{"OperationType":"%%14675"}', flags=FLAG_VALUE_DELETED),
                   ev(0, 5136, object=ASH, object_class="container",
                      attribute="nTSecurityDescriptor", value=sd,
                      extra='{"OperationType":"%%14674"}')])

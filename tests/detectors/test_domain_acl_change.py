@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.schema import FLAG_VALUE_DELETED
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
 from _harness import ev, run_detector, scan_sample_for
 
@@ -34,8 +35,10 @@ BACKDOOR = SD + ("(OA;;CR;1131f6ad-9c07-11d1-f79f-00c04fc2dcd2;;S-1-5-21-1-2-3-1
 
 
 def sd(t, obj, value, op="%%14674", **kw):
+    # the normalizer flags a "value deleted" operation (FLAG_VALUE_DELETED)
     return ev(t, 5136, object=obj, object_class="domainDNS", attribute="nTSecurityDescriptor",
-              value=value, extra='{"OperationType":"%s"}' % op, **kw)
+              value=value, extra='{"OperationType":"%s"}' % op,
+              flags=FLAG_VALUE_DELETED if op == "%%14675" else 0, **kw)
 
 
 def test_positive_dcsync_rights_granted_on_domain_root():

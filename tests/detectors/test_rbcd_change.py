@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.schema import FLAG_VALUE_DELETED
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
 from _harness import ev, run_detector, scan_sample_for
 
@@ -43,7 +44,7 @@ def test_positive_machine_account_writes_rbcd_on_dc():
 
 def test_negative_rbcd_cleared_and_other_attributes():
     evs = [ev(0, 5136, object="CN=SRV1,OU=Servers,DC=corp,DC=local", attribute=ATTR,
-              value="O:BA", extra='{"OperationType":"%%14675"}'),
+              value="O:BA", extra='{"OperationType":"%%14675"}', flags=FLAG_VALUE_DELETED),
            ev(1, 5136, object="CN=SRV1,OU=Servers,DC=corp,DC=local",
               attribute="msDS-AllowedToDelegateTo", value="cifs/x")]
     assert run(evs) == []

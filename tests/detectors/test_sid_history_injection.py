@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.schema import FLAG_VALUE_DELETED
 from stream.settings import DetectionSettings, DetectorOverride, Exclusions
 from _harness import ev, run_detector, scan_sample_for
 
@@ -53,7 +54,8 @@ def test_negative_ordinary_account_changes():
     evs = [ev(0, 4738, target_account="corp\\eve", properties="PasswordLastSet=1/1/2024"),
            ev(1, 5136, object="CN=eve,CN=Users,DC=corp,DC=local", object_class="user",
               attribute="sIDHistory", value="S-1-5-21-9-9-9-519",
-              extra='{"OperationType":"%%14675"}'),       # value deleted = cleanup
+              extra='{"OperationType":"%%14675"}',
+              flags=FLAG_VALUE_DELETED),       # value deleted = cleanup
            ev(2, 5136, object="CN=eve,CN=Users,DC=corp,DC=local", object_class="user",
               attribute="description", value="x")]
     assert run(evs) == []
