@@ -31,7 +31,7 @@ from stream.schema import KEY_ACCOUNT, KEY_SOURCE, EventBatch, key_hashes, strin
 from stream.settings import DetectionSettings, Exclusions
 
 from .base import REGISTRY, BatchContext, Detector, Hits, load_catalogue
-from .features import T_DC, FeatureComputer, _Matcher
+from .features import FeatureComputer, _Matcher
 from .kernels.common import slot_of
 from .state import SlotState
 

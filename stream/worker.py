@@ -29,8 +29,6 @@ import asyncio
 import logging
 import os
 import ssl
-import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field

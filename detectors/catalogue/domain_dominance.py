@@ -13,11 +13,11 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_DELEGATED, FLAG_FAILURE, FLAG_TA
                            key_hash)
 
 from ..base import Detector, Param, register
-from ..features import T_DC, string_feature
+from ..features import T_DC
 from ..kernels.common import find_row, mix, row_of
 from .persistence import (A_NTSD, A_SPN, C_NTDSDSA, L_ADMINSDHOLDER, L_DC_OU, L_DOMAIN_ROOT,
                           L_GPO, LOCAL, NL_TOOL, P_PWDLASTSET, REALM_GARBAGE,
-                          REALM_LOWER_FQDN, V_DCSHADOW_SPN, V_REPL_GRANT,
+                          REALM_LOWER_FQDN, V_DCSHADOW_SPN,
                           ds_write_hits, replication_grantees)
 
 # 4769 for S4U2Proxy (constrained delegation) carries TransmittedServices: the named account
