@@ -173,7 +173,8 @@ class _Matcher:
 
 
 class _FlagCache:
-    """Open-addressing table ``mix(string hash, column set) -> flags`` (numba lookup)."""
+    """Open-addressing table ``mix(string hash, column set) -> uint64`` (numba lookup; the
+    misses are computed in Python and inserted)."""
 
     __slots__ = ("keys", "vals", "count")
 
@@ -181,6 +182,59 @@ class _FlagCache:
         self.keys = np.zeros(capacity, dtype=np.uint64)
         self.vals = np.zeros(capacity, dtype=np.uint64)
         self.count = 0
+
+    def make_room(self, m: int) -> None:
+        """Room for ``m`` more keys (load <= 0.5); starts over past ``_CACHE_MAX``."""
+        if self.count + m > _CACHE_MAX:
+            self.keys = np.zeros(1 << 12, dtype=np.uint64)
+            self.vals = np.zeros(1 << 12, dtype=np.uint64)
+            self.count = 0
+        need = (self.count + m) * 2
+        if need > len(self.keys):
+            cap = len(self.keys)
+            while cap < need:
+                cap *= 2
+            old_k, old_v = self.keys, self.vals
+            self.keys = np.zeros(cap, dtype=np.uint64)
+            self.vals = np.zeros(cap, dtype=np.uint64)
+            live = old_k != 0
+            _cache_insert(self.keys, self.vals, old_k[live], old_v[live])
+
+    def insert(self, ckeys: np.ndarray, vals: np.ndarray) -> None:
+        _cache_insert(self.keys, self.vals, ckeys, vals)
+        self.count += len(ckeys)
+
+
+class DerivedHashes:
+    """A value derived from a string (e.g. the hash of its bare host or account name), per
+    distinct string, cached by string hash across batches: ``table(batch, idx)`` returns the
+    values for string-table entries ``idx``; only strings never seen before reach Python."""
+
+    def __init__(self, fn: Callable[[str], int]):
+        self.fn = fn
+        self.cache = _FlagCache()
+
+    def table(self, batch, idx: np.ndarray) -> np.ndarray:
+        n = len(idx)
+        hs = np.ascontiguousarray(batch.str_hash[idx], dtype=np.uint64)
+        out = np.zeros(n, dtype=np.uint64)
+        miss = np.empty(n, dtype=np.int64)
+        ckeys = np.empty(n, dtype=np.uint64)
+        c = self.cache
+        m = _cache_lookup(c.keys, c.vals, hs, _ONES[:n] if n <= len(_ONES) else
+                          np.ones(n, dtype=np.uint64), out, miss, ckeys)
+        if m:
+            c.make_room(m)
+            mi = miss[:m]
+            S = batch.string
+            vals = np.fromiter((self.fn(S(i)) for i in idx[mi].tolist()), dtype=np.uint64,
+                               count=m)
+            c.insert(ckeys[mi], vals)
+            out[mi] = vals
+        return out
+
+
+_ONES = np.ones(1 << 16, dtype=np.uint64)
 
 
 # Flags are a pure function of (string, column set, the tagging settings, the DC names known,
@@ -303,26 +357,12 @@ class FeatureComputer:
         c = self._cache
         m = _cache_lookup(c.keys, c.vals, hs, colmask, out, miss, ckeys)
         if m:
-            if c.count + m > _CACHE_MAX:
-                c.keys = np.zeros(1 << 12, dtype=np.uint64)
-                c.vals = np.zeros(1 << 12, dtype=np.uint64)
-                c.count = 0
-            need = (c.count + m) * 2
-            if need > len(c.keys):
-                cap = len(c.keys)
-                while cap < need:
-                    cap *= 2
-                old_k, old_v = c.keys, c.vals
-                c.keys = np.zeros(cap, dtype=np.uint64)
-                c.vals = np.zeros(cap, dtype=np.uint64)
-                live = old_k != 0
-                _cache_insert(c.keys, c.vals, old_k[live], old_v[live])
+            c.make_room(m)
             idx = miss[:m]
             cm = colmask[idx].tolist()
             vals = np.fromiter((self.flags_of(strings_at(i), c_)
                                 for i, c_ in zip(idx.tolist(), cm)), dtype=np.uint64, count=m)
-            _cache_insert(c.keys, c.vals, ckeys[idx], vals)
-            c.count += m
+            c.insert(ckeys[idx], vals)
             out[idx] = vals
         return out
 

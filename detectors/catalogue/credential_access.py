@@ -11,7 +11,7 @@ from stream.schema import (FLAG_LOCAL_SOURCE, FLAG_MACHINE, FLAG_TARGET_MACHINE,
 
 from ..base import Detector, Param, register
 from ..features import (T_DC, T_HONEYTOKEN, T_MACHINE_NAME,
-                        T_SENSITIVE_ACCOUNT, T_SYNC_ACCOUNT, string_feature)
+                        T_SENSITIVE_ACCOUNT, T_SYNC_ACCOUNT, DerivedHashes, string_feature)
 from ..kernels.common import distinct_in_window, distinct_push, row_of, set_contains
 
 F_NT_AUTHORITY = string_feature(
@@ -586,6 +586,15 @@ def _nopac(event_id, status, flags, account, target, value, obj, name_hash, dc_n
     return m
 
 
+def _bare_name_hash(s: str) -> int:
+    """Hash of the name part of an account (no domain, no @realm); 0 for machine accounts."""
+    name = s.rsplit("\\", 1)[-1].split("@", 1)[0]
+    return 0 if (not name or name.endswith("$")) else key_hash(name)
+
+
+_NAME_HASHES = DerivedHashes(_bare_name_hash)
+
+
 @register
 class SamAccountNameSpoofing(Detector):
     id = "samaccountname-spoofing"
@@ -619,10 +628,6 @@ class SamAccountNameSpoofing(Detector):
                 3: "A Kerberos ticket was issued for an account named like a domain controller "
                    "without the trailing $"}
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self._name_cache: dict[int, int] = {}
-
     def _name_hashes(self, batch, ctx, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per string-table entry (accounts of candidate events only, whose name does not end
         with `$`): the hash of the name part (no domain), and 1 if that name is the short name
@@ -632,24 +637,14 @@ class SamAccountNameSpoofing(Detector):
         is_dc = np.zeros(batch.n_strings, np.uint8)
         if not cand.any():
             return out, is_dc
-        cache = self._name_cache
-        for si in np.unique(batch.account[cand]).tolist():
-            h = int(batch.str_hash[si])
-            v = cache.get(h)
-            if v is None:
-                name = batch.string(si).rsplit("\\", 1)[-1].split("@", 1)[0]
-                v = 0 if (not name or name.endswith("$")) else key_hash(name)
-                if len(cache) > 200_000:
-                    cache.clear()
-                cache[h] = v
-            out[si] = v
+        sis = np.unique(batch.account[cand])
+        sis = sis[sis != 0]
+        out[sis] = _NAME_HASHES.table(batch, sis)
         comps = np.unique(batch.computer)
-        dc_short = {key_hash(batch.string(c).split(".", 1)[0])
-                    for c in comps[(ctx.sflags[comps] & T_DC) != 0].tolist()}
+        dc_short = [key_hash(batch.string(c).split(".", 1)[0])
+                    for c in comps[(ctx.sflags[comps] & T_DC) != 0].tolist()]
         if dc_short:
-            for si in np.nonzero(out)[0].tolist():
-                if int(out[si]) in dc_short:
-                    is_dc[si] = 1
+            is_dc[(out != 0) & np.isin(out, np.array(dc_short, dtype=np.uint64))] = 1
         return out, is_dc
 
     def run(self, batch, ctx, hits):

@@ -22,8 +22,8 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_LOCAL_SOURCE, FLAG
                            key_hash)
 
 from ..base import Detector, Param, register
-from ..features import (T_ADMIN_HOST, T_ANONYMOUS, T_DC, T_SENSITIVE_HOST, contains_any,
-                        string_feature)
+from ..features import (T_ADMIN_HOST, T_ANONYMOUS, T_DC, T_SENSITIVE_HOST, DerivedHashes,
+                        contains_any, string_feature)
 from ..kernels.common import distinct_push, find_row, mix, row_of
 
 # -- constant hashes of normalized strings ----------------------------------------------------
@@ -118,25 +118,17 @@ def _host_of(s: str) -> str:
 def host_hash_table(batch, cols, mask) -> np.ndarray:
     """uint64 per string-table entry: hash of the comparable host label (see ``_host_of``) for
     the strings of ``cols`` used by the rows in ``mask`` (0 elsewhere). Python work is per
-    distinct string of the selected rows only."""
+    distinct string never seen before (process-wide cache by string hash)."""
     out = np.zeros(batch.n_strings, dtype=np.uint64)
     if not mask.any():
         return out
     idx = np.unique(np.concatenate([batch.col(c)[mask] for c in cols]))
-    hs = batch.str_hash[idx].tolist()
-    cache = _HOST_HASH_CACHE
-    for j, h in zip(idx.tolist(), hs):
-        if j:
-            v = cache.get(h)
-            if v is None:
-                if len(cache) > 500_000:
-                    cache.clear()
-                v = cache[h] = key_hash(_host_of(batch.string(j)))
-            out[j] = v
+    idx = idx[idx != 0]
+    out[idx] = _HOST_HASHES.table(batch, idx)
     return out
 
 
-_HOST_HASH_CACHE: dict[int, int] = {}
+_HOST_HASHES = DerivedHashes(lambda s: key_hash(_host_of(s)))
 
 
 # ============================================================================================

@@ -25,7 +25,7 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_MACHINE, FLAG_TARG
                            FLAG_VALUE_DELETED, key_hash, string_index)
 
 from ..base import Detector, Param, register
-from ..features import T_DC, T_SENSITIVE_ACCOUNT, T_SENSITIVE_GROUP
+from ..features import T_DC, T_SENSITIVE_ACCOUNT, T_SENSITIVE_GROUP, DerivedHashes
 from ..kernels.common import find_row, mix, row_of
 
 # ---------------------------------------------------------------------------------------------
@@ -208,16 +208,17 @@ def short_name(l: str) -> str:
 
 
 class LocalFeatures:
-    """Per-batch local string flags + short-name hashes (see module docstring)."""
-
-    _MAX = 500_000
+    """Per-batch local string flags + short-name hashes (see module docstring), per distinct
+    string of the rare events' columns, cached process-wide by string hash."""
 
     def __init__(self):
-        self.cache: dict[int, tuple[int, int]] = {}
+        self._flags = DerivedHashes(self._flags_of)
+        self._short = DerivedHashes(self._short_of)
         self._batch = None
         self._out: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _of(self, s: str) -> tuple[int, int]:
+    @staticmethod
+    def _flags_of(s: str) -> int:
         low = s.lower()
         f = 0
         for bit, pred in _PREDS:
@@ -226,8 +227,12 @@ class LocalFeatures:
                     f |= bit
             except Exception:  # a predicate must never stop the pipeline
                 pass
-        sh = short_name(low)
-        return f, (key_hash(sh) if sh else 0)
+        return f
+
+    @staticmethod
+    def _short_of(s: str) -> int:
+        sh = short_name(s.lower())
+        return key_hash(sh) if sh else 0
 
     def get(self, batch) -> tuple[np.ndarray, np.ndarray]:
         if self._batch is batch and self._out is not None:
@@ -245,20 +250,8 @@ class LocalFeatures:
         if parts:
             idx = np.unique(np.concatenate(parts))
             idx = idx[idx != 0]
-            if len(self.cache) > self._MAX:
-                self.cache.clear()
-            cache = self.cache
-            hs = batch.str_hash[idx].tolist()
-            fl = np.empty(len(idx), dtype=np.uint64)
-            sh = np.empty(len(idx), dtype=np.uint64)
-            for j, (i, h) in enumerate(zip(idx.tolist(), hs)):  # distinct strings, not events
-                v = cache.get(h)
-                if v is None:
-                    v = cache[h] = self._of(batch.string(i))
-                fl[j] = v[0]
-                sh[j] = v[1]
-            flags[idx] = fl
-            short[idx] = sh
+            flags[idx] = self._flags.table(batch, idx)
+            short[idx] = self._short.table(batch, idx)
         self._batch = batch
         self._out = (flags, short)
         return self._out
