@@ -43,6 +43,9 @@ WORKER_BATCHES = Counter("itdr_worker_batches_total", "Wire batches processed", 
 WORKER_BYTES = Counter("itdr_worker_bytes_total", "Wire bytes processed", ["topic"])
 WORKER_CORRUPT_BATCHES = Counter("itdr_worker_corrupt_batches_total",
                                  "Batches that failed to decode (sent to the DLQ)", ["topic"])
+WORKER_FAILED_BATCHES = Counter("itdr_worker_failed_batches_total",
+                                "Batches whose processing raised (a detector error; sent to the "
+                                "DLQ, the partition goes on)", ["topic"])
 WORKER_LAG = Gauge("itdr_worker_consumer_lag_messages", "Consumer lag per partition",
                    ["topic", "partition"])
 WORKER_PROCESSING_SECONDS = Histogram("itdr_worker_batch_processing_seconds",

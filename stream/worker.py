@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 from .dlq import send_to_dlq
 from .errors import StateError, WireFormatError
 from .metrics import (WORKER_ALERTS, WORKER_BATCHES, WORKER_BYTES, WORKER_CORRUPT_BATCHES,
+                      WORKER_FAILED_BATCHES,
                       WORKER_DETECTOR_SECONDS, WORKER_EVENT_LATENCY_SECONDS, WORKER_EVENTS,
                       WORKER_LAG, WORKER_PROCESSING_SECONDS, WORKER_RECORD_AGE_SECONDS,
                       WORKER_SNAPSHOTS,
@@ -97,7 +98,7 @@ class WorkerCore:
         self._det_ns: dict[tuple[int, int, str], int] = {}
         self.fatal: BaseException | None = None
         self.stats = {"processed": 0, "skipped": 0, "gap_filled": 0, "corrupt": 0,
-                      "alerts": 0, "snapshots": 0}
+                      "failed": 0, "alerts": 0, "snapshots": 0}
         self.alert_sink: list | None = None   # tests/bench: also keep the alerts here
 
     # -- assignment --------------------------------------------------------------------------
@@ -185,6 +186,20 @@ class WorkerCore:
             log.warning("corrupt batch %s/%d/%d -> dead-letter topic: %s", topic, rt.partition,
                         offset, e)
             send_to_dlq(self.producer, self.dlq_topic, value or b"", key=key, reason=str(e),
+                        error=type(e).__name__, component="worker",
+                        origin=f"{topic}/{rt.partition}/{offset}")
+            self.producer.poll(0)
+            return
+        except Exception as e:  # noqa: BLE001 - a detector bug must not stop the partition
+            # the batch decoded but a detector raised: dead-letter it with the reason and go
+            # on (the engine may hold part of the batch's effects; the DLQ keeps the batch for
+            # a replay once the bug is fixed) instead of crash-looping on the same offset
+            self.stats["failed"] += 1
+            WORKER_FAILED_BATCHES.labels(topic).inc()
+            log.exception("batch %s/%d/%d could not be processed -> dead-letter topic",
+                          topic, rt.partition, offset)
+            send_to_dlq(self.producer, self.dlq_topic, value or b"", key=key,
+                        reason=f"processing failed: {type(e).__name__}: {str(e)[:300]}",
                         error=type(e).__name__, component="worker",
                         origin=f"{topic}/{rt.partition}/{offset}")
             self.producer.poll(0)

@@ -157,3 +157,46 @@ def test_engine_state_survives_snapshot_restore(kafka, topics):
         == [a.model_dump() for a in c2.alert_sink]
     c1.close()
     c2.close()
+
+
+def test_a_detector_error_dead_letters_the_batch_and_the_partition_goes_on(kafka, topics,
+                                                                           monkeypatch):
+    """A batch that decodes but makes a detector raise (a bug, an unforeseen input) goes to
+    the dead-letter topic with the reason; the next batches of the partition are processed
+    (no crash loop on one offset)."""
+    from detectors.base import REGISTRY, load_catalogue
+
+    load_catalogue()
+    TrafficProducer(kafka, topics, max_events=10).send(
+        brute_force_traffic(n_attacked=2, per_account=10, benign=400, seed=2))
+    recs = _records(kafka, topics)
+    k = max((k for k in recs if k[0] == KEY_ACCOUNT), key=lambda k: len(recs[k]))
+    assert len(recs[k]) >= 4      # brute-force runs in the by-account engines
+    bad_offset = recs[k][1].offset()
+    cls = REGISTRY["brute-force"]
+    orig = cls.run
+    calls = {"n": 0}
+
+    def run(self, batch, ctx, hits):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise IndexError("boom in a detector")
+        return orig(self, batch, ctx, hits)
+
+    monkeypatch.setattr(cls, "run", run)
+    core = WorkerCore(_settings(kafka, topics, app_id="core-fail"))
+    core.assign([k])
+    for m in recs[k]:
+        assert core.handle(k[0], k[1], m.offset(), m.value(), Token(m.offset())) == \
+            "processed"
+    core.snapshot_now()
+    core.close()
+    assert core.stats["failed"] == 1
+    assert core.stats["processed"] == len(recs[k]) - 1
+    dlq = [m for m in read_topic(kafka, topics.name("dlq"), idle=0.5)
+           if dict(m.headers() or []).get("itdr-origin", b"").decode().endswith(
+               f"/{k[1]}/{bad_offset}")]
+    assert len(dlq) == 1
+    h = dict(dlq[0].headers())
+    assert b"processing failed: IndexError: boom in a detector" in h["itdr-reason"]
+    assert dlq[0].value() == recs[k][1].value()      # the batch itself, for a later replay
