@@ -126,15 +126,48 @@ class EvtxTail:
 
 class _EvtxView(io.RawIOBase):
     """Read-only view of an EVTX file up to ``end``; the bytes from ``snap_at`` on come from
-    ``snap`` (the last chunk as it was verified), the rest from the file."""
+    ``snap`` (the last chunk as it was verified), the rest from the file.
 
-    def __init__(self, path: str, end: int, snap_at: int | None = None, snap: bytes = b""):
+    With ``skip_through`` (a checkpointed record id), whole chunks whose header says every
+    record is at or below it are left out of the view (the file header, then the remaining
+    chunks back to back: records address their chunk relatively, and the parser reads chunks
+    until the end of what it is given). A followed log is then parsed from the chunk of the
+    checkpoint on, not from its start on every poll."""
+
+    def __init__(self, path: str, end: int, snap_at: int | None = None, snap: bytes = b"",
+                 skip_through: int = 0):
         super().__init__()
         self._f = open(path, "rb", buffering=0)
-        self._end = end
         self._snap_at = end if snap_at is None else snap_at
         self._snap = snap
         self._pos = 0
+        # segments: (virtual start, real start or -1 for the snapshot, length)
+        segs = [(0, 0, min(end, EVTX_FILE_HEADER))]
+        v = segs[0][2]
+        for at in range(EVTX_FILE_HEADER, end, EVTX_CHUNK):
+            ln = min(EVTX_CHUNK, end - at)
+            if skip_through and ln == EVTX_CHUNK and self._chunk_done(at, skip_through):
+                continue
+            if at >= self._snap_at:
+                segs.append((v, -1 - (at - self._snap_at), ln))
+            else:
+                segs.append((v, at, ln))
+            v += ln
+        self._segs = segs
+        self._end = v
+        self.skipped_chunks = (end - EVTX_FILE_HEADER) // EVTX_CHUNK - (len(segs) - 1) \
+            if end > EVTX_FILE_HEADER else 0
+
+    def _chunk_done(self, at: int, last: int) -> bool:
+        if at >= self._snap_at:
+            head = self._snap[at - self._snap_at:at - self._snap_at + 40]
+        else:
+            self._f.seek(at)
+            head = self._f.read(40)
+        if len(head) < 40 or head[:8] != b"ElfChnk\0":
+            return False                  # not a chunk header we can trust: let the parser see it
+        first_id, last_id = struct.unpack_from("<QQ", head, 24)
+        return 0 < first_id <= last_id <= last
 
     def readable(self) -> bool:
         return True
@@ -155,14 +188,21 @@ class _EvtxView(io.RawIOBase):
         if n <= 0:
             return 0
         mv = memoryview(b)
-        if self._pos < self._snap_at:
-            self._f.seek(self._pos)
-            got = self._f.readinto(mv[:min(n, self._snap_at - self._pos)]) or 0
-        else:
-            k = self._pos - self._snap_at
-            piece = self._snap[k:k + n]
-            got = len(piece)
-            mv[:got] = piece
+        got = 0
+        for vstart, real, ln in self._segs:
+            if not vstart <= self._pos < vstart + ln:
+                continue
+            k = self._pos - vstart
+            want = min(n, ln - k)
+            if real >= 0:
+                self._f.seek(real + k)
+                got = self._f.readinto(mv[:want]) or 0
+            else:
+                so = -1 - real + k        # offset inside the snapshot
+                piece = self._snap[so:so + want]
+                got = len(piece)
+                mv[:got] = piece
+            break
         self._pos += got
         return got
 
@@ -270,11 +310,12 @@ class FileSource:
         try:
             tail = EvtxTail(path, path.stat().st_size)
         except OSError:
-            return (lambda: str(path)), None
+            return (lambda skip=0: str(path)), None
         if self.follow:
             if not tail.partial and tail.settled:
                 self._unsettled.pop(sid, None)
-                return (lambda: _EvtxView(str(path), tail.end, tail.start, tail.data)), None
+                return (lambda skip=0: _EvtxView(str(path), tail.end, tail.start, tail.data,
+                                                  skip)), None
             what = (tail.partial_at, None if tail.settled else tail.start)
             pend = self._unsettled.get(sid)
             since = pend[1] if pend is not None and pend[0] == what else time.monotonic()
@@ -284,13 +325,14 @@ class FileSource:
                           "chunk checksums %s): read up to the last settled chunk", path,
                           tail.partial, "ok" if tail.settled else "pending")
                 if tail.settled:
-                    return (lambda: _EvtxView(str(path), tail.end, tail.start, tail.data)), None
-                return (lambda: _EvtxView(str(path), tail.start)), None
+                    return (lambda skip=0: _EvtxView(str(path), tail.end, tail.start, tail.data,
+                                                     skip)), None
+                return (lambda skip=0: _EvtxView(str(path), tail.start, skip_through=skip)), None
             log.warning("%s: end of the log unsettled for %.0f s (partial chunk of %d bytes, "
                         "last chunk checksums %s): read as it is", path, self.settle_s,
                         tail.partial, "ok" if tail.settled else "wrong")
             self._unsettled.pop(sid, None)
-        return (lambda: str(path)), self._truncated(tail)
+        return (lambda skip=0: str(path)), self._truncated(tail)
 
     @staticmethod
     def _truncated(tail: "EvtxTail") -> ParseError | None:
@@ -334,7 +376,10 @@ class FileSource:
                             "larger)", path, last + 1, first - 1, first - 1 - last)
         if trunc is not None:
             yield None, trunc, str(path), b"", sid, None
-        src = open_src()
+        src = open_src(last)
+        if getattr(src, "skipped_chunks", 0):
+            log.debug("%s: %d chunks at or below record %d skipped", path, src.skipped_chunks,
+                      last)
         try:
             yield from self._evtx_records(src, path, sid, last, first)
         finally:

@@ -188,3 +188,40 @@ def test_oldest_records_rolling_off_do_not_resend_the_log_but_a_cleared_log_is_r
     _touch(path)
     ids, errs = _drain(src)
     assert errs == [] and ids == list(range(1, 51))
+
+
+def test_a_followed_log_is_parsed_from_the_checkpoint_chunk_not_from_its_start(tmp_path,
+                                                                                monkeypatch):
+    """Each poll of a growing log parses the chunks after the checkpoint only (a 1 GB
+    Security.evtx must not be re-parsed every second); records and positions unchanged."""
+    import collectors.evtx_source as es
+
+    rendered = []
+    real = es.iter_evtx_records
+
+    def counting(src, start_record=0, threads=1):
+        for rid, data, err in real(src, 0, threads):
+            rendered.append(rid)
+            if err is not None or rid > start_record:
+                yield rid, data, err
+
+    monkeypatch.setattr(es, "iter_evtx_records", counting)
+    events = g.security_events(1300)
+    chunks = g.build_chunks(events[:1200])
+    assert len(chunks) >= 9
+    path = tmp_path / "Security.evtx"
+    path.write_bytes(g.evtx_bytes(chunks, 1201))
+    src = FileSource([str(path)], follow=True)
+    ids, errs = _drain(src)
+    assert errs == [] and ids == list(range(1, 1201))
+    # the log grows by one chunk of 100 records
+    (new,) = g.build_chunks(events[1200:1300], 1201)
+    path.write_bytes(g.evtx_bytes(chunks + [new], 1301))
+    _touch(path)
+    rendered.clear()
+    ids, errs = _drain(src)
+    assert errs == [] and ids == list(range(1201, 1301))
+    # parsed: the first record (cleared-log probe), the checkpoint's chunk and the new one
+    first_chunk = struct.unpack_from("<QQ", chunks[-1], 24)
+    assert len(rendered) <= 1 + (first_chunk[1] - first_chunk[0] + 1) + 100, len(rendered)
+    assert min(r for r in rendered if r > 1) >= first_chunk[0]
