@@ -398,6 +398,10 @@ def _decode2(mv: memoryview, total: int, kind: int, n: int, ns: int, blob_len: i
             raise WireFormatError("string table entry 0 must be the empty string")
         if str_hash[0] != 0:
             raise WireFormatError("string table entry 0 must hash to 0")
+    # read-only like v1's views of the message: the same numba array types (no second
+    # specialization of every kernel) and the same "a decoded batch is immutable" contract
+    for arr in (*numeric.values(), strcols, offsets):
+        arr.flags.writeable = False
     return EventBatch(n, numeric, strcols, str_hash, offsets, blob, kind, partition)
 
 

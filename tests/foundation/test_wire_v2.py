@@ -104,6 +104,15 @@ def _one(**kw) -> dict:
     return ev
 
 
+def test_decoded_arrays_are_read_only_in_both_versions():
+    b = batch_from_events([_one(account=f"a{i}", logon_type=i % 3) for i in range(30)])
+    for version in (1, 2):
+        d = wire.decode(wire.encode(b, version=version))
+        for arr in (*d.numeric.values(), d.strcols, d.str_hash, d.str_offsets):
+            assert not arr.flags.writeable
+            assert arr.flags.c_contiguous and arr.flags.aligned
+
+
 def test_all_columns_absent_cost_no_column_bytes():
     b = batch_from_events([{} for _ in range(100)])      # every field at its default
     data = wire.encode(b)
