@@ -307,6 +307,10 @@ def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Se
         if not isinstance(loaded, dict):
             raise ConfigError("top level must be a mapping", location=str(p),
                               fix="start the file with keys like `kafka:` and `detection:`")
+        bad = [k for k in loaded if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(f"top-level key {bad[0]!r} is not a section name", location=str(p),
+                              fix="use section names like `kafka:` and `detection:` as keys")
         data = loaded
     secrets_dir = os.environ.get("ITDR_SECRETS_DIR")
     token = _YAML_DATA.set(data)

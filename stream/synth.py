@@ -149,11 +149,18 @@ class Traffic:
 
 def restamp(value: bytes, time_ms: int) -> bytes:
     """Copy of a wire batch with every event time set to ``time_ms`` (latency runs: event
-    time = wall clock at production). The time column is the first numeric column."""
-    buf = bytearray(value)
-    n = int.from_bytes(buf[12:16], "little")
-    np.frombuffer(buf, dtype="<i8", count=n, offset=wire.HEADER.size)[:] = time_ms
-    return bytes(buf)
+    time = wall clock at production), in the batch's own wire version. v1 patches the time
+    column in place (the first numeric column); v2 decodes, sets the time and re-encodes
+    (a constant column costs no bytes)."""
+    version = value[4]
+    if version == 1:
+        buf = bytearray(value)
+        n = int.from_bytes(buf[12:16], "little")
+        np.frombuffer(buf, dtype="<i8", count=n, offset=wire.HEADER.size)[:] = time_ms
+        return bytes(buf)
+    b = wire.decode(value)
+    b.numeric["time_ms"] = np.full(b.n, time_ms, dtype=b.numeric["time_ms"].dtype)
+    return wire.encode(b, version=version)
 
 
 def generate(cfg: SynthConfig) -> Traffic:

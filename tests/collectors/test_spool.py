@@ -65,7 +65,10 @@ def test_spool_fills_while_broker_down_and_drains_after_restart(fresh_broker, tm
     ensure_topics(kafka, topics)
     committed: list[dict] = []
     spool_dir = tmp_path / "spool"
-    prod = BatchProducer(kafka, topics, Spool(spool_dir, max_bytes=400_000),
+    # the spool bound must be well below what 5000 dual-keyed events take in wire v2
+    # (~310 kB in 200-event batches; v1 took ~2.2 MB)
+    spool_max = 100_000
+    prod = BatchProducer(kafka, topics, Spool(spool_dir, max_bytes=spool_max),
                          on_commit=committed.append, delivery_timeout_s=2.0)
     batcher = Batcher(topics.partitions, max_events=200)
     evs = synthetic_events(6000)
@@ -97,7 +100,7 @@ def test_spool_fills_while_broker_down_and_drains_after_restart(fresh_broker, tm
     assert _wait(lambda: prod.in_flight() == 0, 20, lambda: prod.service(0.05))
     assert not prod.spool.empty
     assert prod.backpressure and prod.overflow, "spool bound should have been reached"
-    assert prod.spool.bytes <= 400_000
+    assert prod.spool.bytes <= spool_max
     assert committed == [{"src": {"record_id": 1000}}], "checkpoint moved without delivery"
     # 3) restart the broker: spool and overflow drain completely, checkpoint advances
     fresh_broker.start()

@@ -26,11 +26,13 @@ def _events(n=50):
     return out
 
 
-def test_round_trip_preserves_every_field():
+@pytest.mark.parametrize("version", [1, 2])
+def test_round_trip_preserves_every_field(version):
     evs = _events()
     b = batch_from_events(evs, key_kind=KEY_SOURCE, partition=3)
-    data = wire.encode(b)
-    assert len(data) == wire.encoded_size(b)
+    data = wire.encode(b, version=version)
+    assert data[4] == version
+    assert len(data) == wire.encoded_size(b, version=version)
     d = wire.decode(data)
     assert d.n == len(evs) and d.partition == 3 and d.key_kind == KEY_SOURCE
     for i, ev in enumerate(evs):
@@ -41,10 +43,28 @@ def test_round_trip_preserves_every_field():
 
 
 def test_decode_is_zero_copy():
-    data = bytearray(wire.encode(batch_from_events(_events(10))))
+    data = bytearray(wire.encode(batch_from_events(_events(10)), version=1))
     d = wire.decode(data)
     assert not d.time_ms.flags.owndata
     assert np.shares_memory(d.time_ms, np.frombuffer(data, dtype=np.uint8))
+
+
+def test_v2_decode_keeps_hashes_and_blob_zero_copy():
+    data = bytearray(wire.encode(batch_from_events(_events(10))))
+    d = wire.decode(data)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    assert np.shares_memory(d.str_hash, raw)
+    assert np.shares_memory(np.frombuffer(d.str_blob, dtype=np.uint8), raw)
+    assert d.str_hash.flags.aligned
+
+
+def test_v2_is_the_default_and_much_smaller():
+    b = batch_from_events(_events(500))
+    v1, v2 = wire.encode(b, version=1), wire.encode(b)
+    assert v2[4] == wire.VERSION == 2 and v1[4] == 1
+    assert len(v2) * 2 < len(v1)
+    with pytest.raises(ValueError):
+        wire.encode(b, version=3)
 
 
 def test_string_hashes_are_the_documented_key_hash():
@@ -68,15 +88,16 @@ def test_empty_batch_round_trip():
     (lambda b: b + b"\0", "length mismatch"),
     (lambda b: b[:5] + bytes([7]) + b[6:], "bad key kind"),
 ])
-def test_corrupt_batches_raise_specific_error(mutate, reason):
-    data = wire.encode(batch_from_events(_events(20)))
+@pytest.mark.parametrize("version", [1, 2])
+def test_corrupt_batches_raise_specific_error(mutate, reason, version):
+    data = wire.encode(batch_from_events(_events(20)), version=version)
     with pytest.raises(WireFormatError, match=reason):
         wire.decode(mutate(data))
 
 
 def test_out_of_range_string_index_is_rejected():
     b = batch_from_events(_events(20))
-    data = bytearray(wire.encode(b))
+    data = bytearray(wire.encode(b, version=1))
     # first string column, first entry -> huge index
     off = wire.HEADER.size
     for dt in NUMERIC_FIELDS.values():
@@ -98,9 +119,9 @@ def test_fuzz_random_bytes_never_crash(blob):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_fuzz_bitflips_raise_or_decode(data):
-    raw = bytearray(wire.encode(batch_from_events(_events(8))))
+@given(st.data(), st.sampled_from([1, 2]))
+def test_fuzz_bitflips_raise_or_decode(data, version):
+    raw = bytearray(wire.encode(batch_from_events(_events(8)), version=version))
     pos = data.draw(st.integers(0, len(raw) - 1))
     raw[pos] ^= data.draw(st.integers(1, 255))
     try:
@@ -117,9 +138,10 @@ def test_fuzz_bitflips_raise_or_decode(data):
 @given(st.lists(st.fixed_dictionaries({
     "time_ms": st.integers(0, 2**62), "event_id": st.integers(0, 65535),
     "status": st.integers(0, 2**32 - 1), "account": st.text(max_size=30),
-    "src_ip": st.text(max_size=15), "extra": st.text(max_size=50)}), max_size=30))
-def test_fuzz_round_trip(evs):
-    d = wire.decode(wire.encode(batch_from_events(evs)))
+    "src_ip": st.text(max_size=15), "extra": st.text(max_size=50)}), max_size=30),
+    st.sampled_from([1, 2]))
+def test_fuzz_round_trip(evs, version):
+    d = wire.decode(wire.encode(batch_from_events(evs), version=version))
     assert d.n == len(evs)
     for i, ev in enumerate(evs):
         assert d.get("account", i) == ev["account"]

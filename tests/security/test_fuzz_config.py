@@ -110,6 +110,8 @@ HOSTILE_YAML = {
     "not_utf8": b"kafka:\n  bootstrap_servers: \xff\xfe\n",
     "multi_document": "kafka: {}\n---\nkafka: {}\n",
     "top_level_list": "- kafka\n",
+    "complex_key_no_name": "?\n",
+    "integer_key": "1: kafka\n",
     "huge_int": "topics: {partitions: " + "9" * 5000 + "}\n",
     "nan_and_inf": "detection: {learning_days: .nan, lateness_s: .inf}\n",
 }
@@ -124,7 +126,7 @@ def test_hostile_yaml(tmp_path, name, capfd):
         assert s is None                                  # refused, never constructed
         assert "pwned" not in capfd.readouterr().out
     if name in ("not_utf8", "multi_document", "top_level_list", "huge_int", "nan_and_inf",
-                "recursive_alias", "alias_bomb"):
+                "recursive_alias", "alias_bomb", "complex_key_no_name", "integer_key"):
         assert s is None, name
 
 
