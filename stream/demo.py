@@ -203,7 +203,10 @@ def demo_config(bootstrap: str, detection: dict, workspace: str, state_dir: str,
         "detection": detection,
         "worker": {"app_id": WORKER_GROUP, "web_port": web_port, "state_dir": state_dir,
                    "snapshot_interval_s": 1.0},
+        # the sinks' delivery ledgers live with this run's state: a ledger left by an earlier
+        # demo (same deterministic alert ids) would make a sink skip every alert as delivered
         "sinks": {"workspace": {"url": workspace, "health": False},
+                  "state_dir": os.path.join(state_dir, "sinks"),
                   "batching": {"max_records": 500, "max_wait_s": 0.5}},
     }
 
