@@ -483,6 +483,7 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
                               key_serializer="raw", value_serializer="raw")
               for kind, name in core.topic_of.items()}
     snap_lock = asyncio.Lock()
+    from confluent_kafka import KafkaException
 
     def make_agent(kind: int):
         async def agent(stream):
@@ -493,13 +494,29 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
                     m = ev.message
                     if m.timestamp:
                         age(max(0.0, time.time() - m.timestamp))
-                    handle(kind, m.partition, m.offset, m.value, ev, m.key)
+                    try:
+                        handle(kind, m.partition, m.offset, m.value, ev, m.key)
+                    except KafkaException as e:
+                        # a fatal producer (e.g. idempotence lost across a broker restart):
+                        # this process cannot produce again -- stop it (exit 1) so that its
+                        # supervisor restarts it and the successor replays from the snapshot;
+                        # letting Faust restart the agent would spin without progress
+                        await fail(StateError(f"alert producer failed: {e}",
+                                              fix="the worker exits; its restart replays from "
+                                              "the last snapshot"))
+                        return
                     await asyncio.sleep(0)   # let heartbeats, timers and the web page run
         agent.__name__ = f"events_{KIND_NAMES[kind]}"
         agent.__qualname__ = agent.__name__
         return app.agent(topics[kind], name=f"itdr-events-{KIND_NAMES[kind]}")(agent)
 
     app._itdr_agents = [make_agent(k) for k in (KEY_ACCOUNT, KEY_SOURCE)]
+
+    async def fail(err: BaseException) -> None:
+        if core.fatal is None:
+            core.fatal = err
+        log.error("worker stopping: %s", core.fatal)
+        await app.crash(core.fatal)
 
     async def snapshot(keys=None) -> None:
         async with snap_lock:
@@ -511,7 +528,15 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
                 core.restore_dirty(caps)
                 log.error("snapshot failed: %s", e)
                 if core.fatal is not None:
-                    await app.crash(core.fatal)
+                    await fail(core.fatal)
+                return
+            except KafkaException as e:
+                # the state producer is fatal (raised from flush): same as a fatal alert
+                # producer -- the process exits and its successor replays from the snapshot
+                core.restore_dirty(caps)
+                await fail(StateError(f"snapshot write failed: {e}",
+                                      fix="the worker exits; its restart replays from the "
+                                      "last durable snapshot"))
                 return
             core.release(caps)
 
