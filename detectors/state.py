@@ -33,7 +33,7 @@ from numba import njit
 
 from stream.errors import StateError
 
-from .kernels.common import find_row, norm_key
+from .kernels.common import find_row, index_probe, norm_key
 
 _MIN_ROWS = 64
 _MIN_CAP = 128
@@ -44,15 +44,9 @@ _FORMAT = 2     # SlotState snapshot format (1: sparse power-of-two table, no lo
 @njit(cache=True)
 def _index_insert(index, keys, rows):
     """Insert ``keys[j] -> rows[j]`` into an empty index (keys distinct, non-zero)."""
-    cap = index.shape[0] - 1
-    mask = np.uint64(cap - 1)
     for j in range(len(keys)):
         k = norm_key(keys[j])
-        i = np.int64((k ^ (k >> np.uint64(29))) & mask)
-        while index[i, 0] != 0:
-            i += 1
-            if i == cap:
-                i = 0
+        i = index_probe(index, k)
         index[i, 0] = k
         index[i, 1] = rows[j]
 

@@ -74,48 +74,46 @@ def find_slot(keys, k):
 # <= 0.7 * cap, so the index never fills up and a probe always terminates.
 
 
+@njit(cache=True, inline="always")
+def index_probe(index, k):
+    """Slot of the (normalized, non-zero) key ``k`` in ``index``: where it is, or the empty
+    slot where it would go (linear probing from its hash)."""
+    cap = index.shape[0] - 1
+    i = np.int64((k ^ (k >> np.uint64(29))) & np.uint64(cap - 1))
+    while index[i, 0] != 0 and index[i, 0] != k:
+        i += 1
+        if i == cap:
+            i = 0
+    return i
+
+
 @njit(cache=True)
 def row_of(index, k):
     """Row of key ``k`` (allocating the next free row if the key is new)."""
     k = norm_key(k)
+    i = index_probe(index, k)
+    if index[i, 0] == k:
+        return np.int64(index[i, 1])
     cap = index.shape[0] - 1
-    mask = np.uint64(cap - 1)
-    i = np.int64((k ^ (k >> np.uint64(29))) & mask)
-    while True:
-        cur = index[i, 0]
-        if cur == k:
-            return np.int64(index[i, 1])
-        if cur == 0:
-            r = index[cap, 0]
-            if r >= index[cap, 1]:
-                # reserve() was given too small a bound: refuse instead of writing out of
-                # bounds (numba does not check array bounds)
-                raise IndexError("detector state: no free row (reserve bound too small)")
-            index[i, 0] = k
-            index[i, 1] = r
-            index[cap, 0] = r + np.uint64(1)
-            return np.int64(r)
-        i += 1
-        if i == cap:
-            i = 0
+    r = index[cap, 0]
+    if r >= index[cap, 1]:
+        # reserve() was given too small a bound: refuse instead of writing out of bounds
+        # (numba does not check array bounds)
+        raise IndexError("detector state: no free row (reserve bound too small)")
+    index[i, 0] = k
+    index[i, 1] = r
+    index[cap, 0] = r + np.uint64(1)
+    return np.int64(r)
 
 
 @njit(cache=True)
 def find_row(index, k):
     """Row of key ``k`` or -1 if absent (never allocates)."""
     k = norm_key(k)
-    cap = index.shape[0] - 1
-    mask = np.uint64(cap - 1)
-    i = np.int64((k ^ (k >> np.uint64(29))) & mask)
-    while True:
-        cur = index[i, 0]
-        if cur == k:
-            return np.int64(index[i, 1])
-        if cur == 0:
-            return np.int64(-1)
-        i += 1
-        if i == cap:
-            i = 0
+    i = index_probe(index, k)
+    if index[i, 0] == k:
+        return np.int64(index[i, 1])
+    return np.int64(-1)
 
 
 @njit(cache=True)
