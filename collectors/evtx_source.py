@@ -31,6 +31,7 @@ dead-letter topic) while the rest of the file keeps flowing.
 
 from __future__ import annotations
 
+import bisect
 import io
 import logging
 import os
@@ -148,15 +149,17 @@ class _EvtxView(io.RawIOBase):
             ln = min(EVTX_CHUNK, end - at)
             if skip_through and ln == EVTX_CHUNK and self._chunk_done(at, skip_through):
                 continue
-            if at >= self._snap_at:
-                segs.append((v, -1 - (at - self._snap_at), ln))
+            real = -1 - (at - self._snap_at) if at >= self._snap_at else at
+            pv, pr, pl = segs[-1]
+            if real >= 0 and pr >= 0 and pr + pl == real:
+                segs[-1] = (pv, pr, pl + ln)      # contiguous in the file: one segment
             else:
-                segs.append((v, at, ln))
+                segs.append((v, real, ln))
             v += ln
         self._segs = segs
+        self._vstarts = [sg[0] for sg in segs]
         self._end = v
-        self.skipped_chunks = (end - EVTX_FILE_HEADER) // EVTX_CHUNK - (len(segs) - 1) \
-            if end > EVTX_FILE_HEADER else 0
+        self.skipped_chunks = (end - v) // EVTX_CHUNK     # bytes left out of the view
 
     def _chunk_done(self, at: int, last: int) -> bool:
         if at >= self._snap_at:
@@ -188,21 +191,17 @@ class _EvtxView(io.RawIOBase):
         if n <= 0:
             return 0
         mv = memoryview(b)
-        got = 0
-        for vstart, real, ln in self._segs:
-            if not vstart <= self._pos < vstart + ln:
-                continue
-            k = self._pos - vstart
-            want = min(n, ln - k)
-            if real >= 0:
-                self._f.seek(real + k)
-                got = self._f.readinto(mv[:want]) or 0
-            else:
-                so = -1 - real + k        # offset inside the snapshot
-                piece = self._snap[so:so + want]
-                got = len(piece)
-                mv[:got] = piece
-            break
+        vstart, real, ln = self._segs[bisect.bisect_right(self._vstarts, self._pos) - 1]
+        k = self._pos - vstart
+        want = min(n, ln - k)
+        if real >= 0:
+            self._f.seek(real + k)
+            got = self._f.readinto(mv[:want]) or 0
+        else:
+            so = -1 - real + k        # offset inside the snapshot
+            piece = self._snap[so:so + want]
+            got = len(piece)
+            mv[:got] = piece
         self._pos += got
         return got
 
