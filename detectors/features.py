@@ -221,8 +221,7 @@ class DerivedHashes:
         miss = np.empty(n, dtype=np.int64)
         ckeys = np.empty(n, dtype=np.uint64)
         c = self.cache
-        m = _cache_lookup(c.keys, c.vals, hs, _ONES[:n] if n <= len(_ONES) else
-                          np.ones(n, dtype=np.uint64), out, miss, ckeys)
+        m = _cache_lookup(c.keys, c.vals, hs, np.ones(n, dtype=np.uint64), out, miss, ckeys)
         if m:
             c.make_room(m)
             mi = miss[:m]
@@ -233,8 +232,6 @@ class DerivedHashes:
             out[mi] = vals
         return out
 
-
-_ONES = np.ones(1 << 16, dtype=np.uint64)
 
 
 # Flags are a pure function of (string, column set, the tagging settings, the DC names known,
