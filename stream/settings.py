@@ -198,6 +198,13 @@ class WorkerSettings(BaseModel):
     snapshot_interval_s: float = Field(5.0, gt=0, description="State snapshot interval.")
     take_max: int = Field(64, ge=1, description="Max Kafka messages per take().")
     state_dir: str = Field(".itdr/state", description="Local state dir (cache only).")
+    empty_fetch_backoff_ms: float = Field(
+        20.0, ge=0, le=1000,
+        description="Minimum time between a fetch request the broker answered with no data and "
+        "the next fetch to that broker. A Kafka broker holds an empty fetch up to fetch.max.wait "
+        "(so this never delays anything there); some Kafka-protocol brokers answer at once, and "
+        "the consumer thread then spins (measured: ~3,700 empty fetches/s, a third of the "
+        "worker's core). 0 = off.")
     instance_id: str | None = Field(None, description="Static group membership id "
                                     "(Kafka group.instance.id), unique per worker, stable "
                                     "across restarts (e.g. the StatefulSet pod name): a "

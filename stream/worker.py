@@ -449,9 +449,12 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
     import faust
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+    from . import fetch_backoff
+
     core = core or WorkerCore(settings)
     w = settings.worker
     os.makedirs(w.state_dir, exist_ok=True)
+    fetch_backoff.install(w.empty_fetch_backoff_ms)
     app = faust.App(
         w.app_id,
         **faust_broker_settings(settings.kafka),
