@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
-from stream.alert import Alert, Entities, Evidence, alert_id, iso_ms
+from stream.alert import Alert, Entities, Evidence, alert_id, construct, iso_ms
 from stream.errors import StateError
 from stream.schema import KEY_ACCOUNT, KEY_SOURCE, EventBatch, key_hashes, string_index
 from stream.settings import DetectionSettings, Exclusions
@@ -70,6 +70,63 @@ class OpenAlert:
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
+
+
+_FACT_FIELDS = ("account", "target_account", "src_ip", "src_host", "target_host", "computer",
+                "service", "object", "group", "member", "share", "relative_target",
+                "service_name", "image_path", "attribute", "value")
+_FACT_SET = frozenset(_FACT_FIELDS)
+_PLACEHOLDERS: dict[type, frozenset[str]] = {}
+
+
+def _placeholders(cls: type) -> frozenset[str]:
+    """Top-level names a detector's description template refers to."""
+    got = _PLACEHOLDERS.get(cls)
+    if got is None:
+        import string
+
+        names = set()
+        for _lit, name, _spec, _conv in string.Formatter().parse(cls.description):
+            if name:
+                names.add(name.split(".", 1)[0].split("[", 1)[0])
+        got = _PLACEHOLDERS[cls] = frozenset(names)
+    return got
+
+
+class _Facts(dict):
+    """The facts a description renders: details and alert facts set up front, the event's
+    string fields decoded on first use, any other name '?'."""
+
+    __slots__ = ("batch", "i")
+
+    def __init__(self, batch: EventBatch, i: int):
+        super().__init__()
+        self.batch = batch
+        self.i = i
+
+    def __missing__(self, key: str) -> Any:
+        if key in _FACT_SET:
+            v = self[key] = self.batch.get(key, self.i)
+            return v
+        return "?"
+
+
+def _details_value(d: dict[str, Any]) -> dict[str, Any]:
+    """``Evidence.details`` as validation makes it (``str | int | float | list[str]``: a bool
+    becomes an int; anything else unusual, e.g. a numpy scalar, goes through validation)."""
+    out = {}
+    for k, v in d.items():
+        t = type(v)
+        if t is str or t is int or t is float:
+            out[k] = v
+        elif t is list:
+            out[k] = list(v)
+        elif t is bool:
+            out[k] = int(v)
+        else:
+            out[k] = Evidence.model_validate({"first_seen": "", "last_seen": "",
+                                              "details": {k: v}}).details[k]
+    return out
 
 
 def _add_unique(lst: list, v, cap: int = _MAX_LIST) -> None:
@@ -325,11 +382,29 @@ class Engine:
             oa.details["distinct"] = max(int(oa.details.get("distinct", 0) or 0), aux)
 
     def _describe(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int) -> None:
+        if type(det).describe is not Detector.describe:
+            oa.description = det.describe(self._all_fields(oa, batch, i))
+            return
+        # only the placeholders of this detector's template are looked up (each batch field
+        # is a string decode; a description uses 3-6 of the 23 facts)
+        need = _placeholders(type(det))
+        f = _Facts(batch, i)
+        for k, v in oa.details.items():
+            f[k] = ", ".join(map(str, v)) if isinstance(v, list) else v
+        if "source" in need:
+            f["source"] = f["src_ip"] or f["src_host"] or "an unknown source"
+        f["count"] = oa.count
+        f["first_seen"] = iso_ms(oa.first_ms)
+        f["last_seen"] = iso_ms(oa.last_ms)
+        f["minutes"] = round((oa.last_ms - oa.first_ms) / 60000, 1)
+        f["event_id"] = int(batch.event_id[i])
+        f["entity"] = oa.entity
+        oa.description = det.description.format_map(f)
+
+    @staticmethod
+    def _all_fields(oa: OpenAlert, batch: EventBatch, i: int) -> dict[str, Any]:
         g = batch.get
-        fields = {f: g(f, i) for f in ("account", "target_account", "src_ip", "src_host",
-                                        "target_host", "computer", "service", "object",
-                                        "group", "member", "share", "relative_target",
-                                        "service_name", "image_path", "attribute", "value")}
+        fields = {f: g(f, i) for f in _FACT_FIELDS}
         fields.update({k: (", ".join(map(str, v)) if isinstance(v, list) else v)
                        for k, v in oa.details.items()})
         fields["source"] = fields["src_ip"] or fields["src_host"] or "an unknown source"
@@ -339,21 +414,30 @@ class Engine:
         fields["minutes"] = round((oa.last_ms - oa.first_ms) / 60000, 1)
         fields["event_id"] = int(batch.event_id[i])
         fields["entity"] = oa.entity
-        oa.description = det.describe(fields)
+        return fields
 
     def _to_alert(self, det: Detector, oa: OpenAlert) -> Alert:
+        # built without validation: every value comes from this engine with the model's
+        # types (details coerced as validation would); tests/stream/test_alert_build.py
+        # checks it against the validated model
         first = iso_ms(oa.first_ms)
         last = iso_ms(oa.last_ms)
-        return Alert(
-            id=oa.id, version=oa.version, detector=det.id, title=det.title,
-            description=oa.description, severity=det.severity, mitre=list(det.mitre),
-            mdi_alert_id=list(det.mdi_alert_id), key=det.key, entity=oa.entity,
-            entities=Entities(**{k: list(v) for k, v in oa.entities.items()}),
-            evidence=Evidence(count=oa.count, first_seen=first, last_seen=last,
-                              dcs=list(oa.dcs), event_ids=sorted(oa.event_ids),
-                              record_ids=list(oa.record_ids), details=dict(oa.details)),
-            first_seen=first, last_seen=last, first_seen_ms=oa.first_ms,
-            last_seen_ms=oa.last_ms, next_steps=list(det.next_steps))
+        e = oa.entities
+        return construct(Alert, {
+            "schema_version": 1, "id": oa.id, "version": oa.version, "detector": det.id,
+            "title": det.title, "description": oa.description, "severity": det.severity,
+            "status": "open", "mitre": list(det.mitre), "mdi_alert_id": list(det.mdi_alert_id),
+            "key": det.key, "entity": oa.entity,
+            "entities": construct(Entities, {
+                "accounts": list(e["accounts"]), "hosts": list(e["hosts"]),
+                "ips": list(e["ips"]), "spns": list(e["spns"]), "groups": list(e["groups"]),
+                "objects": list(e["objects"])}),
+            "evidence": construct(Evidence, {
+                "count": oa.count, "first_seen": first, "last_seen": last, "dcs": list(oa.dcs),
+                "event_ids": sorted(oa.event_ids), "record_ids": list(oa.record_ids),
+                "details": _details_value(oa.details)}),
+            "first_seen": first, "last_seen": last, "first_seen_ms": oa.first_ms,
+            "last_seen_ms": oa.last_ms, "next_steps": list(det.next_steps)})
 
     # -- snapshots ---------------------------------------------------------------------------
     def state_bytes(self) -> int:

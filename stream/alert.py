@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +38,24 @@ def iso_ms(ms: int) -> str:
         head = _ISO_SECONDS[sec] = datetime.fromtimestamp(sec, tz=timezone.utc).strftime(
             "%Y-%m-%dT%H:%M:%S")
     return f"{head}.{frac:03d}Z"
+
+
+def _fields(o: Any) -> dict:
+    if isinstance(o, BaseModel):
+        return o.__dict__
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def construct(cls: type[BaseModel], values: dict[str, Any]) -> Any:
+    """A model instance from values that already have the model's types, every field given
+    in declaration order -- what ``model_construct`` does without its per-field Python loop
+    (the engine builds one Alert per alert version; validated it costs ~20 us)."""
+    m = cls.__new__(cls)
+    object.__setattr__(m, "__dict__", values)
+    object.__setattr__(m, "__pydantic_fields_set__", set(values))
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m
 
 
 class Entities(BaseModel):
@@ -91,7 +109,9 @@ class Alert(BaseModel):
     next_steps: list[str] = Field(default_factory=list, description="Recommended next steps.")
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        # the fields' own values (JSON types, in declaration order: the same bytes as
+        # orjson.dumps(model_dump(mode="json")) at a third of the cost)
+        return orjson.dumps(self.__dict__, default=_fields)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> "Alert":

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, SecretStr, ValidationError,
+                      field_validator)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
@@ -205,6 +206,14 @@ class WorkerSettings(BaseModel):
         "(so this never delays anything there); some Kafka-protocol brokers answer at once, and "
         "the consumer thread then spins (measured: ~3,700 empty fetches/s, a third of the "
         "worker's core). 0 = off.")
+    gc_threshold: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (50_000, 20, 20),
+        description="Python cyclic-GC thresholds of the worker process (gen0 allocations, "
+        "gen1, gen2; CPython's default is 700, 10, 10). Each alert version allocates a few "
+        "dozen containers; with the default every few alerts trigger a collection that walks "
+        "the open alerts and caches (measured: an attack-replay batch mix 331k -> 455k "
+        "events/s in process; clean traffic unchanged). Costs a few MB of uncollected "
+        "garbage at most.")
     instance_id: str | None = Field(None, description="Static group membership id "
                                     "(Kafka group.instance.id), unique per worker, stable "
                                     "across restarts (e.g. the StatefulSet pod name): a "

@@ -455,6 +455,9 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
     w = settings.worker
     os.makedirs(w.state_dir, exist_ok=True)
     fetch_backoff.install(w.empty_fetch_backoff_ms)
+    import gc
+
+    gc.set_threshold(*w.gc_threshold)
     app = faust.App(
         w.app_id,
         **faust_broker_settings(settings.kafka),
