@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from stream import wire
+from stream.settings import DEFAULT_BATCH_EVENTS
 from stream.schema import (KEY_ACCOUNT, KEY_SOURCE, NUMERIC_DEFAULTS, NUMERIC_FIELDS,
                            STRING_FIELDS, EventBatch, account_key_string, key_hash,
                            source_key_string)
@@ -154,7 +155,8 @@ class WireMessage:
 class Batcher:
     """Accumulates events per (kind, partition) and yields encoded wire batches."""
 
-    def __init__(self, partitions: int, max_events: int = 4096, dual_key: bool = True):
+    def __init__(self, partitions: int, max_events: int = DEFAULT_BATCH_EVENTS,
+                 dual_key: bool = True):
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         self.partitions = partitions

@@ -18,7 +18,7 @@ from stream.errors import NormalizationError
 from stream.metrics import (COLLECTOR_CHECKPOINT_LAG, COLLECTOR_EVENTS_DEAD_LETTERED,
                             COLLECTOR_EVENTS_NORMALIZED, COLLECTOR_EVENTS_READ,
                             COLLECTOR_EVENTS_UNKNOWN)
-from stream.settings import TopicSettings
+from stream.settings import DEFAULT_BATCH_EVENTS, TopicSettings
 
 from .batcher import Batcher
 from .checkpoint import CheckpointStore
@@ -65,7 +65,7 @@ class CollectorPipeline:
     (rec, err, origin, raw, source_id, position)`` and a ``kind`` attribute."""
 
     def __init__(self, producer: BatchProducer, topics: TopicSettings, *, sources: list,
-                 checkpoints: CheckpointStore | None = None, batch_events: int = 4096,
+                 checkpoints: CheckpointStore | None = None, batch_events: int = DEFAULT_BATCH_EVENTS,
                  linger_ms: float = 200.0, dual_key: bool = True, follow: bool = False,
                  poll_interval_s: float = 1.0, sensor_id: str = "",
                  transform: Callable[[dict], dict] | None = None,

@@ -27,7 +27,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream.errors import ConfigError
-from stream.settings import KafkaSettings, Settings, config_error_from_validation
+from stream.settings import (DEFAULT_BATCH_EVENTS, KafkaSettings, Settings,
+                             config_error_from_validation)
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", revalidate_instances="always")
 
@@ -82,7 +83,10 @@ class CollectorSettings(BaseModel):
     spool_max_bytes: int = Field(1 << 30, ge=1 << 16, description="Spool size limit. When full "
                                  "the collector stops reading its sources (backpressure); it "
                                  "never drops events.")
-    batch_events: int = Field(4096, ge=1, le=1 << 20, description="Max events per wire batch.")
+    batch_events: int = Field(DEFAULT_BATCH_EVENTS, ge=1, le=1 << 20,
+                              description="Max events per wire batch (~0.8 MB before "
+                              "compression at 8192; lower it for a broker with a small "
+                              "message.max.bytes).")
     linger_ms: float = Field(200.0, ge=0, description="Partial batches are flushed after this.")
     compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = Field(
         "lz4", description="Kafka compression codec.")

@@ -2,7 +2,7 @@
 
 ``itdr bench stream [--events N] [--json]`` starts an embedded broker (unless --bootstrap),
 produces synthetic traffic (``stream/synth.py``) into both events topics as wire batches of
-4096 events, then measures in the same run:
+up to 8192 events (the collectors' default ``batch_events``), then measures in the same run:
 
 * the ceiling: a plain confluent-kafka consumer + ``wire.decode`` over the same topics;
 * the worker: a real ``itdr worker`` process (Faust app, full detector catalogue) pinned to
@@ -202,7 +202,6 @@ def cmd_bench_stream(args) -> int:
         t_first = None
         done = 0.0
         deadline = time.monotonic() + 900
-        prev = 0.0
         text = ""
         while time.monotonic() < deadline:
             if worker.poll() is not None:

@@ -374,7 +374,7 @@ def _run(args, sim, workdir: Path, children: list[Child], prog: Progress, t_star
     producer = BatchProducer(settings.kafka, topics, Spool(workdir / "spool", 1 << 30,
                                                            fsync=False),
                              client_suffix="demo")
-    batcher = Batcher(parts, 4096)
+    batcher = Batcher(parts)
     norm = Normalizer()
     expected = sim.events   # approximate: the generator aims at this many records
     n_rec = n_ev = n_err = 0

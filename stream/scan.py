@@ -25,7 +25,7 @@ from detectors.engine import EnginePair
 from stream import wire
 from stream.alert import SEVERITY_ORDER, Alert
 from stream.errors import ITDRError, NormalizationError
-from stream.settings import DetectionSettings
+from stream.settings import DEFAULT_BATCH_EVENTS, DetectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class OfflinePipeline:
     """Runs the detection engines over normalized events without Kafka."""
 
     def __init__(self, detection: DetectionSettings | None = None, partitions: int = 4,
-                 batch_events: int = 4096):
+                 batch_events: int = DEFAULT_BATCH_EVENTS):
         self.detection = detection or DetectionSettings()
         self.partitions = partitions
         self.batcher = Batcher(partitions, batch_events)

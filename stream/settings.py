@@ -28,6 +28,12 @@ from .redact import MASK, is_secret_key, redacted_repr_args, safe_input
 _FROZEN = ConfigDict(frozen=True, extra="forbid", revalidate_instances="always")
 
 
+# events per wire batch written by collectors, the demo, scan and the benchmarks: ~0.8 MB in v2
+# before compression (~0.3 MB lz4). The engine has ~1.3 ms of fixed cost per batch (34
+# detectors' dispatch, decode, features): 8192 instead of 4096 took the in-process engine from
+# 1.44M to 1.79M events/s (0.58M with 1,024-event batches).
+DEFAULT_BATCH_EVENTS = 8192
+
 class KafkaSettings(BaseModel):
     """Connection to Kafka (any Kafka-protocol broker). Rendered for confluent-kafka
     (librdkafka) and for Faust (aiokafka)."""

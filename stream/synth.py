@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from . import wire
+from .settings import DEFAULT_BATCH_EVENTS
 from .schema import (FLAG_FAILURE, FLAG_MACHINE, KEY_ACCOUNT, KEY_SOURCE, NUMERIC_DEFAULTS,
                      NUMERIC_FIELDS, STRING_FIELDS, EventBatch, key_hash, string_index)
 
@@ -39,7 +40,7 @@ class SynthConfig:
     hosts: int = 5_000             # workstations (each with one IP)
     dcs: int = 3
     seed: int = 7
-    batch_events: int = 4096
+    batch_events: int = DEFAULT_BATCH_EVENTS
     time_base_ms: int = 1_767_225_600_000   # 2026-01-01T00:00:00Z
     duration_s: float = 3600.0
     attacks: int = 20              # injected attacks of each kind (scaled down if tiny)
