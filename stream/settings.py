@@ -201,7 +201,8 @@ class WorkerSettings(BaseModel):
 
     app_id: str = Field("itdr-worker", description="Faust app id / consumer group.")
     web_host: str = Field("127.0.0.1", description="Bind address of the web/metrics endpoint.")
-    web_port: int = Field(6066, ge=0, le=65535, description="Web/metrics port (0 = random).")
+    web_port: int = Field(6066, ge=1, le=65535, description="Web/metrics port (Faust needs a "
+                          "fixed port: 0 is refused).")
     snapshot_interval_s: float = Field(5.0, gt=0, description="State snapshot interval.")
     take_max: int = Field(64, ge=1, description="Max Kafka messages per take().")
     state_dir: str = Field(".itdr/state", description="Local state dir (cache only).")

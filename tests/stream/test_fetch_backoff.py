@@ -72,3 +72,24 @@ def test_backoff_off_is_plain_aiokafka(kafka, topics, monkeypatch):
         assert fetches[0] > 0
     finally:
         fetch_backoff.install(20.0)
+
+
+def test_worker_app_applies_backoff_and_gc_settings(kafka, topics, tmp_path):
+    import gc
+
+    from stream.settings import Settings
+    from stream.broker import free_port
+    from stream.worker import build_app
+
+    before = gc.get_threshold()
+    s = Settings(kafka=kafka, topics=topics,
+                 worker={"state_dir": str(tmp_path / "state"), "web_port": free_port(),
+                         "gc_threshold": [12345, 11, 12], "empty_fetch_backoff_ms": 5})
+    try:
+        app, core = build_app(s)
+        assert gc.get_threshold() == (12345, 11, 12)
+        assert fetch_backoff._state["backoff_s"] == 0.005
+        core.producer.flush(1)
+    finally:
+        gc.set_threshold(*before)
+        fetch_backoff.install(20.0)
