@@ -227,10 +227,10 @@ class Engine:
                 slot_of(self.dc_keys, np.uint64(k))
 
     def _learn_dcs(self, batch: EventBatch) -> None:
-        m = np.isin(batch.event_id, DC_ONLY_EVENTS)
+        m = np.isin(batch.event_id, DC_ONLY_EVENTS, kind="table")
         if not m.any():
             return
-        comps = np.unique(batch.computer[m])
+        comps = batch.distinct(batch.computer[m])
         known = self.features.dc_short
         for c in comps.tolist():
             name = batch.string(c)

@@ -276,6 +276,17 @@ class EventBatch:
     def n_strings(self) -> int:
         return len(self.str_hash)
 
+    def distinct(self, *cols: np.ndarray) -> np.ndarray:
+        """Sorted distinct non-empty string-table indices among ``cols`` (arrays of indices into
+        this batch's string table): ``np.unique`` without its sort, by marking the table
+        (O(values + strings); a few times faster on 8192-event columns)."""
+        seen = np.zeros(len(self.str_hash), dtype=np.bool_)
+        for c in cols:
+            seen[c] = True
+        if len(seen):
+            seen[0] = False
+        return np.flatnonzero(seen)
+
     def strings(self) -> list[str]:
         if self._strings is None:
             offs = self.str_offsets

@@ -637,10 +637,9 @@ class SamAccountNameSpoofing(Detector):
         is_dc = np.zeros(batch.n_strings, np.uint8)
         if not cand.any():
             return out, is_dc
-        sis = np.unique(batch.account[cand])
-        sis = sis[sis != 0]
+        sis = batch.distinct(batch.account[cand])
         out[sis] = _NAME_HASHES.table(batch, sis)
-        comps = np.unique(batch.computer)
+        comps = batch.distinct(batch.computer)
         dc_short = [key_hash(batch.string(c).split(".", 1)[0])
                     for c in comps[(ctx.sflags[comps] & T_DC) != 0].tolist()]
         if dc_short:

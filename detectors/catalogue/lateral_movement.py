@@ -122,8 +122,7 @@ def host_hash_table(batch, cols, mask) -> np.ndarray:
     out = np.zeros(batch.n_strings, dtype=np.uint64)
     if not mask.any():
         return out
-    idx = np.unique(np.concatenate([batch.col(c)[mask] for c in cols]))
-    idx = idx[idx != 0]
+    idx = batch.distinct(*[batch.col(c)[mask] for c in cols])
     out[idx] = _HOST_HASHES.table(batch, idx)
     return out
 

@@ -241,15 +241,14 @@ class LocalFeatures:
         flags = np.zeros(ns, dtype=np.uint64)
         short = np.zeros(ns, dtype=np.uint64)
         parts = []
-        m = np.isin(batch.event_id, LOCAL_EIDS)
+        m = np.isin(batch.event_id, LOCAL_EIDS, kind="table")
         if m.any():
             parts.append(batch.strcols[_LOCAL_COLS][:, m].ravel())
-        k = np.isin(batch.event_id, KRB_EIDS)
+        k = np.isin(batch.event_id, KRB_EIDS, kind="table")
         if k.any():
             parts.append(batch.strcols[_KRB_COLS][:, k].ravel())
         if parts:
-            idx = np.unique(np.concatenate(parts))
-            idx = idx[idx != 0]
+            idx = batch.distinct(*parts)
             flags[idx] = self._flags.table(batch, idx)
             short[idx] = self._short.table(batch, idx)
         self._batch = batch
