@@ -32,13 +32,14 @@ from stream.settings import DetectionSettings, Exclusions
 
 from .base import REGISTRY, BatchContext, Detector, Hits, load_catalogue
 from .features import FeatureComputer, _Matcher
-from .kernels.common import slot_of
+from .kernels.common import id_table, in_table, slot_of
 from .state import SlotState
 
 log = logging.getLogger(__name__)
 
 # Events only a domain controller logs: KDC and directory-service events.
 DC_ONLY_EVENTS = np.array([4768, 4769, 4771, 4662, 5136, 5137, 4741, 4742], dtype=np.int32)
+_DC_ONLY = id_table(DC_ONLY_EVENTS)
 _MAX_LIST = 20
 _MAX_RECORDS = 50
 # string columns of an alert's evidence, in the order _alerts unpacks them
@@ -227,7 +228,7 @@ class Engine:
                 slot_of(self.dc_keys, np.uint64(k))
 
     def _learn_dcs(self, batch: EventBatch) -> None:
-        m = np.isin(batch.event_id, DC_ONLY_EVENTS, kind="table")
+        m = in_table(batch.event_id, _DC_ONLY)
         if not m.any():
             return
         comps = batch.distinct(batch.computer[m])

@@ -375,8 +375,17 @@ def _colmask(strcols, ns, allowed):
         if not (bit & allowed):
             continue
         row = strcols[j]
+        # most columns are empty (index 0) for most events: writing cm[0] every time chains
+        # each iteration to the previous store; mark it once instead
+        zero = False
         for i in range(len(row)):
-            cm[row[i]] |= bit
+            v = row[i]
+            if v == 0:
+                zero = True
+            else:
+                cm[v] |= bit
+        if zero and ns > 0:
+            cm[0] |= bit
     return cm
 
 

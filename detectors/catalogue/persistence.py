@@ -26,7 +26,7 @@ from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_MACHINE, FLAG_TARG
 
 from ..base import Detector, Param, register
 from ..features import T_DC, T_SENSITIVE_ACCOUNT, T_SENSITIVE_GROUP, DerivedHashes
-from ..kernels.common import find_row, mix, row_of
+from ..kernels.common import find_row, id_table, in_table, mix, row_of
 
 # ---------------------------------------------------------------------------------------------
 # Local (module-private) string features
@@ -198,6 +198,8 @@ _LOCAL_COLS = np.array([string_index(c) for c in (
     "member_sid", "service", "src_host", "target_account", "target_sid")], dtype=np.int64)
 # Kerberos events: only their (few distinct) domain strings.
 KRB_EIDS = np.array([4769, 4624], dtype=np.int32)
+_LOCAL_T = id_table(LOCAL_EIDS)
+_KRB_T = id_table(KRB_EIDS)
 _KRB_COLS = np.array([string_index("account_domain")], dtype=np.int64)
 
 
@@ -241,10 +243,10 @@ class LocalFeatures:
         flags = np.zeros(ns, dtype=np.uint64)
         short = np.zeros(ns, dtype=np.uint64)
         parts = []
-        m = np.isin(batch.event_id, LOCAL_EIDS, kind="table")
+        m = in_table(batch.event_id, _LOCAL_T)
         if m.any():
             parts.append(batch.strcols[_LOCAL_COLS][:, m].ravel())
-        k = np.isin(batch.event_id, KRB_EIDS, kind="table")
+        k = in_table(batch.event_id, _KRB_T)
         if k.any():
             parts.append(batch.strcols[_KRB_COLS][:, k].ravel())
         if parts:

@@ -224,3 +224,25 @@ def mix(a, b):
     x *= np.uint64(0xFF51AFD7ED558CCD)
     x ^= x >> np.uint64(33)
     return x
+
+
+def id_table(ids) -> np.ndarray:
+    """Lookup table for :func:`in_table`: ``table[v]`` is True for each (non-negative) id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    t = np.zeros(int(ids.max()) + 1 if len(ids) else 1, dtype=np.bool_)
+    t[ids] = True
+    return t
+
+
+@njit(cache=True)
+def in_table(values, table):
+    """``np.isin(values, ids)`` for a small set of small ids (event ids) as one pass over
+    ``values`` with a lookup table from :func:`id_table`."""
+    n = len(values)
+    out = np.zeros(n, dtype=np.bool_)
+    L = len(table)
+    for i in range(n):
+        v = values[i]
+        if v >= 0 and v < L and table[v]:
+            out[i] = True
+    return out
