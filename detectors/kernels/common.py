@@ -139,6 +139,16 @@ def _best_window(buf, m, t, window):
     return best, bf, bl
 
 
+@njit(cache=True, inline="always")
+def _in_order_window(m, lo, t):
+    """:func:`_best_window` when no time in the window lies after ``t`` and ``t`` is one of
+    them (the latest): every window containing ``t`` ends at ``t`` at the earliest, so the
+    best one holds all ``m`` times, from the earliest ``lo`` to ``t``; none -> (0, t, t)."""
+    if m == 0:
+        return 0, t, t
+    return m, lo, t
+
+
 @njit(cache=True)
 def ring_push(ring_ts, ring_pos, slot, t):
     """Append time ``t`` to the per-slot ring (``ring_ts[slot]`` of width R)."""
@@ -157,6 +167,19 @@ def ring_max_in_window(ring_ts, ring_pos, slot, t, window):
     """
     r = ring_ts.shape[1]
     filled = min(ring_pos[slot], r)
+    m = 0
+    lo = t
+    hi = np.int64(-1 << 62)
+    for j in range(filled):
+        x = ring_ts[slot, j]
+        if x >= t - window and x <= t + window:
+            m += 1
+            if x < lo:
+                lo = x
+            if x > hi:
+                hi = x
+    if m == 0 or hi == t:
+        return _in_order_window(m, lo, t)
     buf = np.empty(filled, dtype=np.int64)
     m = 0
     for j in range(filled):
@@ -200,6 +223,22 @@ def distinct_in_window(d_val, d_ts, slot, t, window):
     """Distinct values whose (latest) time lies in ``[t - window, t + window]``, the max over
     windows of length ``window`` containing ``t``. Returns (count, first_ts, last_ts)."""
     width = d_val.shape[1]
+    # in-order streams: no time after t -> the answer is the values in [t - window, t]
+    # (one pass, no buffer, no sort); see _in_order_window
+    m = 0
+    lo = t
+    hi = np.int64(-1 << 62)
+    for j in range(width):
+        if d_val[slot, j] != 0:
+            x = d_ts[slot, j]
+            if x >= t - window and x <= t + window:
+                m += 1
+                if x < lo:
+                    lo = x
+                if x > hi:
+                    hi = x
+    if m == 0 or hi == t:
+        return _in_order_window(m, lo, t)
     buf = np.empty(width, dtype=np.int64)
     m = 0
     for j in range(width):
