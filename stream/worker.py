@@ -96,6 +96,7 @@ class WorkerCore:
         self._delivery_errors: list[str] = []
         self._gap_consumer = None
         self._det_ns: dict[tuple[int, int, str], int] = {}
+        self._alert_counters: dict[tuple[str, str], Any] = {}
         self.fatal: BaseException | None = None
         self.stats = {"processed": 0, "skipped": 0, "gap_filled": 0, "corrupt": 0,
                       "failed": 0, "alerts": 0, "snapshots": 0}
@@ -216,12 +217,18 @@ class WorkerCore:
 
     def _emit(self, alerts: list) -> None:
         now = time.time()
+        counters = self._alert_counters
+        observe = WORKER_EVENT_LATENCY_SECONDS.observe
         for a in alerts:
             self._produce(self.alerts_topic, a.id.encode(), a.to_json())
-            WORKER_ALERTS.labels(a.detector, a.severity).inc()
+            c = counters.get((a.detector, a.severity))
+            if c is None:   # labels() takes a lock and builds a key: once per detector
+                c = counters[(a.detector, a.severity)] = WORKER_ALERTS.labels(a.detector,
+                                                                              a.severity)
+            c.inc()
             lat = now - a.last_seen_ms / 1000.0
             if 0 <= lat < _MAX_LATENCY_OBS_S:
-                WORKER_EVENT_LATENCY_SECONDS.observe(lat)
+                observe(lat)
             if self.alert_sink is not None:
                 self.alert_sink.append(a)
         self.stats["alerts"] += len(alerts)
