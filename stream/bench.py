@@ -153,8 +153,14 @@ def cmd_bench_stream(args) -> int:
     worker = None
     try:
         t = time.perf_counter()
+        # the domain's two hours end a minute before now, so that the latency phase (stamped
+        # with the wall clock) continues its timeline: state stamped a year earlier would
+        # make every later Kerberos service ticket look TGT-less (golden-ticket alerts for
+        # most accounts -- an artifact no deployment sees)
+        base_ms = int(time.time() * 1000) - 2 * 3_600_000 - 60_000
         traffic = generate(SynthConfig(events=args.events, partitions=topics.partitions,
-                                       identities=max(1000, args.events // 40), seed=11))
+                                       identities=max(1000, args.events // 40), seed=11,
+                                       time_base_ms=base_ms))
         msgs = traffic.wire_messages()
         total_ev = sum(m[3] for m in msgs)
         # the same domain's next hour (same identities, hosts, services; times + 1 h),
