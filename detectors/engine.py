@@ -208,6 +208,8 @@ class Engine:
         self.events = 0
         self.hits = 0
         self.detector_ns: dict[str, int] = {d.id: 0 for d in self.detectors}
+        # alerts touched since the last render: id -> (open alert, batch, row of its last hit)
+        self._touched: dict[str, tuple[OpenAlert, EventBatch, int]] = {}
 
     # -- DCs ---------------------------------------------------------------------------------
     def _learn_dc(self, host: str) -> None:
@@ -239,8 +241,14 @@ class Engine:
                 self._learn_dc(name)
 
     # -- main --------------------------------------------------------------------------------
-    def process(self, batch: EventBatch) -> list[Alert]:
-        """Run every detector over the batch; returns alerts created or updated."""
+    def process(self, batch: EventBatch, defer: bool = False) -> list[Alert]:
+        """Run every detector over the batch; returns alerts created or updated.
+
+        ``defer=True`` returns nothing and keeps the touched alerts for :meth:`flush_alerts`,
+        which renders each once, as it stands after the last of the deferred batches: the
+        worker defers within one take when a partition is behind, so an alert storm costs
+        one version per alert per take instead of one per wire batch. Every version emitted
+        either way is one an undeferred run emits too, with the same content."""
         import time
         n = batch.n
         if n == 0:
@@ -270,10 +278,24 @@ class Engine:
                 d.state.reserve(d.max_new_keys(event_counts))
             d.run(batch, ctx, hits)
             self.detector_ns[d.id] += time.perf_counter_ns() - t0
-        alerts = self._alerts(batch, hits) if len(hits) else []
+        if len(hits):
+            self._alerts(batch, hits)
         if self.batches % _EXPIRE_EVERY == 0:
             self.expire()
-        return alerts
+        return [] if defer else self.flush_alerts()
+
+    def flush_alerts(self) -> list[Alert]:
+        """Render the alerts touched since the last render (see :meth:`process`)."""
+        if not self._touched:
+            return []
+        out = []
+        for oa, batch, i in self._touched.values():
+            det = self.by_id[oa.detector]
+            # the description reflects the alert after its last hit (rendered once per alert)
+            self._describe(oa, det, batch, i)
+            out.append(self._to_alert(det, oa))
+        self._touched = {}
+        return out
 
     def expire(self) -> int:
         lateness = int(self.settings.lateness_s * 1000)
@@ -297,10 +319,11 @@ class Engine:
                 return custom(batch, i)
         return batch.get("account", i) or batch.get("computer", i)
 
-    def _alerts(self, batch: EventBatch, hits: Hits) -> list[Alert]:
+    def _alerts(self, batch: EventBatch, hits: Hits) -> None:
         gap = int(self.settings.episode_gap_s * 1000)
-        touched: dict[str, OpenAlert] = {}  # by alert id: two episodes may close in one batch
-        last_hit: dict[str, int] = {}
+        # by alert id (two episodes may close in one batch); an alert already touched by a
+        # deferred batch keeps its place
+        touched = self._touched
         # process hits in event order (deterministic regardless of detector order)
         rows = []
         for did, idx, ent, cnt, first, aux in hits.parts:
@@ -358,15 +381,7 @@ class Engine:
                     lst.append(v)
             _add_unique(oa.record_ids, rec_c[r], _MAX_RECORDS)
             self._merge_details(oa, det, batch, i, aux)
-            touched[oa.id] = oa
-            last_hit[oa.id] = i
-        out = []
-        for aid, oa in touched.items():
-            det = self.by_id[oa.detector]
-            # the description reflects the alert after the batch (rendered once per alert)
-            self._describe(oa, det, batch, last_hit[aid])
-            out.append(self._to_alert(det, oa))
-        return out
+            touched[oa.id] = (oa, batch, i)
 
     @staticmethod
     def _merge_details(oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
@@ -446,7 +461,11 @@ class Engine:
             self.dc_keys.nbytes
 
     def snapshot(self) -> bytes:
-        """Exact, self-describing snapshot of this engine's state."""
+        """Exact, self-describing snapshot of this engine's state. Alerts deferred by
+        ``process(defer=True)`` are not part of it: render them first (:meth:`flush_alerts`)."""
+        if self._touched:
+            raise StateError("snapshot with deferred alerts not yet rendered",
+                             fix="call flush_alerts() (and emit its alerts) before snapshot()")
         head = {"v": SNAPSHOT_VERSION, "key_kind": self.key_kind, "partition": self.partition,
                 "watermark_ms": self.watermark_ms, "first_ms": self.first_ms,
                 "dcs": self.dc_names, "batches": self.batches,
@@ -474,6 +493,7 @@ class Engine:
             raise StateError("snapshot is for another engine kind or version")
         self.watermark_ms = head["watermark_ms"]
         self.first_ms = head["first_ms"]
+        self._touched = {}
         self.batches = head.get("batches", 0)
         for h in head["dcs"]:
             self._learn_dc(h)

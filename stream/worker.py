@@ -97,6 +97,9 @@ class WorkerCore:
         self._gap_consumer = None
         self._det_ns: dict[tuple[int, int, str], int] = {}
         self._alert_counters: dict[tuple[str, str], Any] = {}
+        # within one take of the agent: alerts are rendered and produced once per take (see
+        # flush_alerts), not once per message -- one version per alert per take when behind
+        self.deferring: set[int] = set()     # key kinds whose agent is inside a take
         self.fatal: BaseException | None = None
         self.stats = {"processed": 0, "skipped": 0, "gap_filled": 0, "corrupt": 0,
                       "failed": 0, "alerts": 0, "snapshots": 0}
@@ -180,7 +183,7 @@ class WorkerCore:
                                       f"topic's key kind {rt.kind}",
                                       fix="by-account batches go to the events topic, "
                                       "by-source batches to events_by_source")
-            alerts = rt.engine.process(batch)
+            alerts = rt.engine.process(batch, defer=rt.kind in self.deferring)
         except (WireFormatError, UnicodeDecodeError) as e:
             self.stats["corrupt"] += 1
             WORKER_CORRUPT_BATCHES.labels(topic).inc()
@@ -341,9 +344,24 @@ class WorkerCore:
         return n
 
     # -- snapshots ---------------------------------------------------------------------------
+    def flush_alerts(self, kind: int | None = None) -> int:
+        """Render and produce the alerts deferred during a take (the engines of ``kind``, or
+        every engine)."""
+        n = 0
+        for rt in self.parts.values():
+            if kind is not None and rt.kind != kind:
+                continue
+            alerts = rt.engine.flush_alerts()
+            if alerts:
+                self._emit(alerts)
+                n += len(alerts)
+        return n
+
     def capture(self, keys: Iterable[tuple[int, int]] | None = None) -> list[tuple[Captured,
                                                                                    PartitionRuntime]]:
-        """Snapshot dirty engines (call on the processing thread: atomic per engine)."""
+        """Snapshot dirty engines (call on the processing thread: atomic per engine). Deferred
+        alerts are produced first: a snapshot covers only batches whose alerts were sent."""
+        self.flush_alerts()
         out = []
         for k in (list(self.parts) if keys is None else keys):
             rt = self.parts.get(k)
@@ -503,12 +521,20 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
             handle = core.handle
             age = WORKER_RECORD_AGE_SECONDS.observe
             async for events in stream.noack_take(w.take_max, within=TAKE_WITHIN_S):
+                # a take holds several batches of a partition only when it is behind: their
+                # alerts are rendered once, at the end of the take (one version per alert per
+                # take; the same final versions)
+                if len(events) > 1:
+                    core.deferring.add(kind)
                 for ev in events:
                     m = ev.message
                     if m.timestamp:
                         age(max(0.0, time.time() - m.timestamp))
                     try:
                         handle(kind, m.partition, m.offset, m.value, ev, m.key)
+                        if ev is events[-1]:
+                            core.deferring.discard(kind)
+                            core.flush_alerts(kind)
                     except KafkaException as e:
                         # a fatal producer (e.g. idempotence lost across a broker restart):
                         # this process cannot produce again -- stop it (exit 1) so that its

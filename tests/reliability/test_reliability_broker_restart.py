@@ -52,9 +52,12 @@ def test_broker_restart_mid_stream_loses_nothing(fresh_broker, tmp_path):
     assert c["lost"] == [], f"alerts lost: {c['lost']}"
     assert c["duplicate_ids"] == [], f"alert ids not in the reference: {c['duplicate_ids']}"
     assert c["content_mismatches"] == []
-    missing = set(ref_versions) - set(table)
+    # a worker that is behind renders an alert once per take: it may skip intermediate
+    # versions, never a final one, never one the reference does not have
+    final = {(i, a.version) for i, a in ref_final.items()}
+    missing = final - set(table)
     extra = set(table) - set(ref_versions)
-    assert not missing, f"{len(missing)} alert versions lost, e.g. {sorted(missing)[:5]}"
+    assert not missing, f"{len(missing)} final alert versions lost, e.g. {sorted(missing)[:5]}"
     assert not extra, f"{len(extra)} alert versions not in the reference: {sorted(extra)[:5]}"
-    for k, a in ref_versions.items():
-        assert table[k] == a.model_dump(mode="json"), f"alert {k} differs from the reference"
+    for k, d in table.items():
+        assert d == ref_versions[k].model_dump(mode="json"), f"alert {k} differs from the reference"

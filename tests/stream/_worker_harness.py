@@ -133,3 +133,19 @@ def reference_alerts(kafka: KafkaSettings, topics: TopicSettings,
                     continue
                 out.extend(eng.process(b))
     return out
+
+
+def assert_matches_reference(got: dict, ref: dict) -> None:
+    """A worker's alert versions against the uninterrupted per-batch reference (both
+    ``alert_table``s). A worker that is behind renders an alert once per take (several wire
+    batches), so it may skip intermediate versions; every version it emits must be one of
+    the reference's with the same content, and every alert's final version must be there."""
+    extra = sorted(set(got) - set(ref))
+    assert not extra, f"{len(extra)} alert versions not in the uninterrupted run: {extra[:5]}"
+    for k in got:
+        assert got[k] == ref[k], f"alert {k} differs from the uninterrupted run"
+    final: dict[str, int] = {}
+    for i, v in ref:
+        final[i] = max(v, final.get(i, 0))
+    missing = sorted((i, v) for i, v in final.items() if (i, v) not in got)
+    assert not missing, f"{len(missing)} final alert versions lost, e.g. {missing[:5]}"
