@@ -165,13 +165,24 @@ def ring_max_in_window(ring_ts, ring_pos, slot, t, window):
     Evaluated on event time (order-independent). Returns (count, first_ts, last_ts) of the
     best window.
     """
-    r = ring_ts.shape[1]
-    filled = min(ring_pos[slot], r)
+    filled = min(ring_pos[slot], ring_ts.shape[1])
+    row = ring_ts[slot, :filled]
+    return _window_of(row, row, False, t, window)
+
+
+@njit(cache=True)
+def _window_of(ts, vals, only_set, t, window):
+    """:func:`_best_window` over the times ``ts[j]`` in ``[t - window, t + window]`` (only
+    where ``vals[j] != 0`` when ``only_set``). In-order streams -- no time after ``t`` -- take
+    one pass with no buffer and no sort (see _in_order_window)."""
+    n = len(ts)
     m = 0
     lo = t
     hi = np.int64(-1 << 62)
-    for j in range(filled):
-        x = ring_ts[slot, j]
+    for j in range(n):
+        if only_set and vals[j] == 0:
+            continue
+        x = ts[j]
         if x >= t - window and x <= t + window:
             m += 1
             if x < lo:
@@ -180,10 +191,12 @@ def ring_max_in_window(ring_ts, ring_pos, slot, t, window):
                 hi = x
     if m == 0 or hi == t:
         return _in_order_window(m, lo, t)
-    buf = np.empty(filled, dtype=np.int64)
+    buf = np.empty(n, dtype=np.int64)
     m = 0
-    for j in range(filled):
-        x = ring_ts[slot, j]
+    for j in range(n):
+        if only_set and vals[j] == 0:
+            continue
+        x = ts[j]
         if x >= t - window and x <= t + window:
             buf[m] = x
             m += 1
@@ -222,32 +235,7 @@ def distinct_push(d_val, d_ts, slot, value, t):
 def distinct_in_window(d_val, d_ts, slot, t, window):
     """Distinct values whose (latest) time lies in ``[t - window, t + window]``, the max over
     windows of length ``window`` containing ``t``. Returns (count, first_ts, last_ts)."""
-    width = d_val.shape[1]
-    # in-order streams: no time after t -> the answer is the values in [t - window, t]
-    # (one pass, no buffer, no sort); see _in_order_window
-    m = 0
-    lo = t
-    hi = np.int64(-1 << 62)
-    for j in range(width):
-        if d_val[slot, j] != 0:
-            x = d_ts[slot, j]
-            if x >= t - window and x <= t + window:
-                m += 1
-                if x < lo:
-                    lo = x
-                if x > hi:
-                    hi = x
-    if m == 0 or hi == t:
-        return _in_order_window(m, lo, t)
-    buf = np.empty(width, dtype=np.int64)
-    m = 0
-    for j in range(width):
-        if d_val[slot, j] != 0:
-            x = d_ts[slot, j]
-            if x >= t - window and x <= t + window:
-                buf[m] = x
-                m += 1
-    return _best_window(buf, m, t, window)
+    return _window_of(d_ts[slot], d_val[slot], True, t, window)
 
 
 @njit(cache=True)
