@@ -46,7 +46,13 @@ def install(backoff_ms: float) -> bool:
             rest = _state["backoff_s"] - (loop.time() - t0)
             if rest > 0:
                 _state["waits"] += 1
-                await asyncio.sleep(rest)
+                try:
+                    await asyncio.sleep(rest)
+                except asyncio.CancelledError:
+                    # close() or an unassignment cancels pending fetch tasks and awaits
+                    # them: like aiokafka's own task, end quietly (raising here crashed the
+                    # consumer thread on shutdown and the worker never exited on SIGTERM)
+                    return False
         return has_data
 
     _proc_fetch_request.__wrapped__ = orig  # type: ignore[attr-defined]

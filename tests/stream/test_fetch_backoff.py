@@ -93,3 +93,32 @@ def test_worker_app_applies_backoff_and_gc_settings(kafka, topics, tmp_path):
     finally:
         gc.set_threshold(*before)
         fetch_backoff.install(20.0)
+
+
+async def _idle_then_stop(kafka, topic: str) -> float:
+    c = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
+                         fetch_max_wait_ms=1500)
+    await c.start()
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    await c.seek_to_end(tp)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.5:
+        assert not await c.getmany(timeout_ms=100)
+    t1 = time.monotonic()
+    await c.stop()      # cancels the fetch task that is waiting out its back-off
+    return time.monotonic() - t1
+
+
+def test_consumer_stops_cleanly_while_a_fetch_waits_out_its_backoff(kafka, topics):
+    """Shutdown cancels pending fetch tasks and awaits them: a task cancelled inside the
+    back-off must end quietly (as aiokafka's own does), or the consumer thread dies with
+    CancelledError and the worker never exits on SIGTERM."""
+    assert fetch_backoff.install(3000.0)
+    try:
+        w0 = fetch_backoff.waits()
+        took = asyncio.run(_idle_then_stop(kafka, topics.name("events")))
+        assert fetch_backoff.waits() > w0        # a fetch was waiting when stop() came
+        assert took < 2.0, took                  # did not wait the 3 s back-off out
+    finally:
+        fetch_backoff.install(20.0)
