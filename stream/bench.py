@@ -3,8 +3,8 @@
 ``itdr bench stream [--events N] [--json]`` starts an embedded broker (unless --bootstrap),
 produces synthetic traffic (``stream/synth.py``) into both events topics as wire batches of
 up to 8192 events (the collectors' default ``batch_events``): N events of one hour of a
-domain, then the same domain's next hour (the same batches an hour later). It measures in the
-same run:
+domain, then the same domain's next hour (the same batches an hour later), both before the
+worker starts. It measures in the same run:
 
 * the ceiling: a plain confluent-kafka consumer + ``wire.decode`` over the same topics;
 * the worker: a real ``itdr worker`` process (Faust app, full detector catalogue) pinned to
@@ -12,9 +12,15 @@ same run:
   hour is reported as ``cold_events_per_s`` (every identity, host and string is new to the
   worker: string features computed, state rows created); ``events_per_s`` is the second hour,
   the steady state of a worker that has seen its domain before;
-* latency: traffic produced at half the measured worker rate with event time = wall clock
-  at production; latency = alert produced (Kafka CreateTime of the alert record) - event
-  time of the alert's latest evidence.
+* latency at half the steady rate, for ``ITDR_BENCH_LATENCY_S`` (6) seconds each:
+  ``p50/p99_latency_ms``: the domain's following hours, each batch moved to continue the
+  timeline from the wall clock (the traffic of the throughput run, at its own pace of event
+  time); latency = alert produced (Kafka CreateTime of the alert record) - when the batch
+  holding the alert's latest evidence event was produced (the earliest batch of the alert's
+  key kind covering that event time: an upper bound). ``storm_p50/p99_latency_ms``: the first
+  hour squeezed into those seconds, every batch stamped with the wall clock (benign accounts
+  then look like roasting / brute force: thousands of alert versions per second); latency =
+  alert produced - event time of its latest evidence.
 
 ``itdr bench state --identities N [--json]`` feeds N distinct identities through the
 by-account and by-source engines with all detectors and reports bytes per identity (the
@@ -61,6 +67,14 @@ def _metric_by_label(text: str, name: str, label: str) -> dict[str, float]:
         if m:
             out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
     return out
+
+
+def _times(value: bytes) -> tuple[int, int]:
+    """(min, max) event time of a wire batch."""
+    from . import wire
+
+    t = wire.decode(value).time_ms
+    return int(t.min()), int(t.max())
 
 
 def _producer(kafka):
@@ -172,7 +186,11 @@ def cmd_bench_stream(args) -> int:
             f"{time.perf_counter() - t:.1f}s")
         p = _producer(kafka)
         t = time.perf_counter()
+        # both hours before the worker starts: hour 2 follows hour 1 in every partition, so
+        # the worker meets it with warm caches and live state, and no producer or broker
+        # work competes with the worker while it is measured (the ceiling's condition too)
         _produce_all(p, names, msgs)
+        _produce_all(p, names, hour2)
         say(f"produced in {time.perf_counter() - t:.1f}s")
 
         ceiling, _ = _ceiling(kafka, names, topics.partitions, len(msgs))
@@ -229,10 +247,11 @@ def cmd_bench_stream(args) -> int:
             except Exception:
                 time.sleep(0.02)
 
-        def run_until(target: float, t0: float, n0: float) -> tuple[float, str]:
+        def run_until(target: float, t0: float, n0: float) -> tuple[float, str, float, float]:
             """Scrape until the worker has processed ``target`` events; its rate since
             ``(t0, n0)`` from the last scrape at which it was still busy (scraping /metrics
-            costs the worker CPU: every 100 ms, not faster)."""
+            costs the worker CPU: every 100 ms, not faster), the last page, and the time and
+            count of the scrape that reached the target."""
             last_t, last_n, done, text = t0, n0, n0, ""
             while time.monotonic() < deadline:
                 if worker.poll() is not None:
@@ -249,16 +268,18 @@ def cmd_bench_stream(args) -> int:
             if done < target:
                 raise RuntimeError(f"worker processed {done:,.0f} of {target:,.0f} events")
             if last_t > t0 and last_n > n0:
-                return (last_n - n0) / (last_t - t0), text
-            return (done - n0) / (time.perf_counter() - t0), text   # within one scrape
+                return (last_n - n0) / (last_t - t0), text, now, done
+            # within one scrape
+            return (done - n0) / (time.perf_counter() - t0), text, now, done
 
         if t_first is None:
             raise RuntimeError(f"the worker never got its partitions; see {tmp}/worker.log")
-        cold, _ = run_until(total_ev, t_first, 0.0)
+        cold, _, t2, n2 = run_until(total_ev, t_first, 0.0)
         say(f"worker, first hour (cold caches, new state): {cold:,.0f} events/s")
-        t2 = time.perf_counter()
-        _produce_all(p, names, hour2)
-        eps, text = run_until(2 * total_ev, t2, float(total_ev))
+        if n2 < 2 * total_ev:
+            eps, text, _, _ = run_until(2 * total_ev, t2, n2)
+        else:   # both hours within one scrape (tiny --events): their rate together
+            eps, text = n2 / max(t2 - t_first, 1e-9), scrape() or ""
         t_done = time.perf_counter()
         say(f"worker, second hour (steady state): {eps:,.0f} events/s on one core "
             f"({eps / ceiling:.2f} of the ceiling)")
@@ -267,49 +288,106 @@ def cmd_bench_stream(args) -> int:
         wall = t_done - t_first
         det_s = sum(det.values())
 
-        # -- latency at half the rate --------------------------------------------------------
-        before = scrape() or ""
+        # -- latency at half the rate ------------------------------------------------------
         rate = 0.5 * eps if eps > 0 else 100_000.0
         dur = float(os.environ.get("ITDR_BENCH_LATENCY_S", "6"))
-        t_start_ms = int(time.time() * 1000)
-        sent_ev = 0
-        t0 = time.perf_counter()
-        i = 0
-        while time.perf_counter() - t0 < dur:
-            kind, part, value, n = msgs[i % len(msgs)]
-            i += 1
-            now_ms = int(time.time() * 1000)
-            while True:
-                try:
-                    p.produce(names[kind], restamp(value, now_ms), partition=part)
-                    break
-                except BufferError:
-                    p.poll(0.01)
-            p.poll(0)
-            sent_ev += n
-            ahead = sent_ev / rate - (time.perf_counter() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-        p.flush(60)
-        time.sleep(3.0)
-        c = Consumer({**kafka.as_librdkafka(), "group.id": f"bench-lat-{uuid.uuid4().hex}",
-                      "enable.auto.commit": False})
-        c.assign([TopicPartition(topics.name("alerts"), q, OFFSET_BEGINNING)
-                  for q in range(topics.partitions)])
+        before = scrape() or ""
+        lat_c = Consumer({**kafka.as_librdkafka(), "group.id": f"bench-lat-{uuid.uuid4().hex}",
+                          "enable.auto.commit": False})
+        lat_c.assign([TopicPartition(topics.name("alerts"), q, OFFSET_BEGINNING)
+                      for q in range(topics.partitions)])
+
+        def paced(batches, stamp) -> list[tuple[int, int, int, int, int]]:
+            """Produce ``batches`` at ``rate`` events/s for ``dur`` seconds (cycling);
+            ``stamp(j, value, now_ms)`` gives the j-th value to send. Returns per message
+            (kind, partition, min event time, max event time, produced at ms)."""
+            sent_ev, t0, j, log_ = 0, time.perf_counter(), 0, []
+            while time.perf_counter() - t0 < dur:
+                kind, part, value, n = batches[j % len(batches)]
+                now_ms = int(time.time() * 1000)
+                value = stamp(j, value, now_ms)
+                j += 1
+                while True:
+                    try:
+                        p.produce(names[kind], value, partition=part)
+                        break
+                    except BufferError:
+                        p.poll(0.01)
+                p.poll(0)
+                log_.append((kind, part, value, now_ms))
+                sent_ev += n
+                ahead = sent_ev / rate - (time.perf_counter() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            p.flush(60)
+            return log_
+
+        def drain_alerts(since_ms: int) -> list:
+            """Alert versions on the alerts topic whose latest evidence is at or after
+            ``since_ms`` (event time), as (alert, CreateTime ms), once the worker has caught up."""
+            want = float(total_ev) * 2 + produced_extra[0]
+            run_until(want, time.perf_counter(), 0.0)
+            time.sleep(1.0)
+            got, idle = [], time.monotonic()
+            while time.monotonic() - idle < 2.0:
+                for m in lat_c.consume(500, 0.3):
+                    if m.error():
+                        continue
+                    idle = time.monotonic()
+                    a = Alert.from_json(m.value())
+                    if a.last_seen_ms >= since_ms:
+                        got.append((a, m.timestamp()[1]))
+            return got
+
+        produced_extra = [0]
+        # (1) the domain's next hours at their own pace of event time: every batch is the
+        # steady hour moved to continue the timeline from now (the same traffic as the
+        # throughput run, one hour per hour). Latency = alert produced - when the batch
+        # holding its latest evidence event was produced (the event's arrival; the earliest
+        # such batch of the alert's key kind where several cover that time: an upper bound).
+        t_live = int(time.time() * 1000)
+        delta = t_live - (base_ms + 3_600_000)       # hour 2's start -> now
+        hour_ms = 3_600_000
+        cache: dict[int, bytes] = {}
+
+        def live(j, value, now_ms):
+            v = cache.get(j)
+            if v is None:
+                v = cache[j] = shift(value, delta + (j // len(hour2)) * hour_ms)
+            return v
+
+        # precompute the shifted batches (shift decodes and re-encodes: not on the clock)
+        for j in range(min(len(hour2) * 2, int(rate * dur / max(1, total_ev / len(hour2))) + 64)):
+            live(j, hour2[j % len(hour2)][2], 0)
+        sent = paced(hour2, live)
+        produced_extra[0] += sum(hour2[j % len(hour2)][3] for j in range(len(sent)))
+        spans: dict[int, list[tuple[int, int, int]]] = {KEY_ACCOUNT: [], KEY_SOURCE: []}
+        for kind, _part, value, at in sent:
+            tm = _times(value)
+            spans[kind].append((tm[0], tm[1], at))
         lat = []
-        idle = time.monotonic()
-        while time.monotonic() - idle < 2.0:
-            for m in c.consume(500, 0.3):
-                if m.error():
-                    continue
-                idle = time.monotonic()
-                a = Alert.from_json(m.value())
-                if a.last_seen_ms >= t_start_ms:
-                    lat.append(m.timestamp()[1] - a.last_seen_ms)
-        c.close()
+        for a, created in drain_alerts(t_live):
+            kind = KEY_SOURCE if a.key == "source" else KEY_ACCOUNT
+            ats = [at for lo, hi, at in spans[kind] if lo <= a.last_seen_ms <= hi]
+            if ats:
+                lat.append(created - min(ats))
         p50, p99 = _pct(lat, 50), _pct(lat, 99)
-        say(f"latency at {rate:,.0f} events/s for {dur:.0f}s: {len(lat)} alerts, "
-            f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (event time -> alert produced)")
+        say(f"latency at {rate:,.0f} events/s for {dur:.0f}s (the domain's traffic, "
+            f"continuing from now): {len(lat)} alert versions, p50 {p50:.0f} ms, p99 "
+            f"{p99:.0f} ms (event arrival -> alert produced)")
+        # (2) alert storm: the first hour compressed into the same seconds, every batch
+        # stamped with the wall clock (benign accounts then fan out to many SPNs and fail
+        # logons within seconds: thousands of alert versions/s). Latency = alert produced -
+        # event time. Its timeline continues after the live hours'.
+        t_storm = t_live + 3 * hour_ms
+        off = t_storm - int(time.time() * 1000)
+        sent = paced(msgs, lambda j, value, now_ms: restamp(value, now_ms + off))
+        produced_extra[0] += sum(msgs[j % len(msgs)][3] for j in range(len(sent)))
+        storm = [created + off - a.last_seen_ms for a, created in drain_alerts(t_storm)]
+        s50, s99 = _pct(storm, 50), _pct(storm, 99)
+        say(f"alert-storm latency at {rate:,.0f} events/s for {dur:.0f}s: {len(storm)} alert "
+            f"versions, p50 {s50:.0f} ms, p99 {s99:.0f} ms (event time -> alert produced)")
+        lat_c.close()
         after = scrape() or ""
         for label, name in (("record age when processing starts (fetch + queue)",
                              "itdr_worker_record_age_seconds"),
@@ -327,6 +405,8 @@ def cmd_bench_stream(args) -> int:
                "ratio": round(eps / ceiling, 3) if ceiling else None,
                "cold_events_per_s": round(cold),
                "p50_latency_ms": round(p50, 1), "p99_latency_ms": round(p99, 1),
+               "latency_alerts": len(lat), "storm_p50_latency_ms": round(s50, 1),
+               "storm_p99_latency_ms": round(s99, 1), "storm_alerts": len(storm),
                "detectors": n_det}
         if args.json:
             print(json.dumps(out))
@@ -336,8 +416,10 @@ def cmd_bench_stream(args) -> int:
     finally:
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
+            t_stop = time.perf_counter()
             try:
                 worker.wait(30)
+                say(f"worker stopped in {time.perf_counter() - t_stop:.1f}s")
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
         if broker is not None:
