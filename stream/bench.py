@@ -282,6 +282,8 @@ def cmd_bench_stream(args) -> int:
         n2 = _metric_sum(scrape() or "", "itdr_worker_events_total")
         if n2 < total_ev:
             t2, n2 = t_p, float(total_ev)
+        say(f"second hour produced in {t2 - t_p:.2f}s, meanwhile the worker processed "
+            f"{n2 - total_ev:,.0f} of its {total_ev:,} events; timed from then")
         if n2 < 2 * total_ev:
             eps, text, _, _ = run_until(2 * total_ev, t2, n2)
         else:   # hour 2 processed while it was produced (tiny --events)
