@@ -67,6 +67,17 @@ class Param:
         return self.high
 
 
+#: most items of an alert's evidence list (entities, list-valued details)
+MAX_DETAIL_ITEMS = 20
+
+
+def add_unique(lst: list, v, cap: int = MAX_DETAIL_ITEMS) -> None:
+    """Append ``v`` to an evidence list unless it is empty, already there, or the list is
+    full."""
+    if v not in ("", None, 0) and len(lst) < cap and v not in lst:
+        lst.append(v)
+
+
 @dataclass
 class BatchContext:
     """Per-batch facts the engine computes once and shares with every detector."""
@@ -169,6 +180,21 @@ class Detector:
     def details(self, batch: "EventBatch", i: int, aux: int) -> dict[str, Any]:
         """Detector-specific alert facts for the triggering event ``i`` (strings/ints)."""
         return {}
+
+    def merge_details(self, into: dict[str, Any], batch: "EventBatch", i: int,
+                      aux: int) -> None:
+        """Merge hit ``i``'s :meth:`details` into an open alert's details: list values are
+        appended when new (at most :data:`MAX_DETAIL_ITEMS`), scalars replace. A detector
+        whose hits are frequent (alert storms) may override this with an equivalent that
+        builds no intermediate dict; the result must be the same."""
+        for k, v in self.details(batch, i, aux).items():
+            if isinstance(v, list):
+                cur = into.setdefault(k, [])
+                if isinstance(cur, list):
+                    for x in v:
+                        add_unique(cur, x)
+            else:
+                into[k] = v
 
     def describe(self, fields: dict[str, Any]) -> str:
         """Render :attr:`description` with the alert facts (missing keys render as '?')."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
+from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -30,7 +31,7 @@ from stream.errors import StateError
 from stream.schema import KEY_ACCOUNT, KEY_SOURCE, EventBatch, key_hashes, string_index
 from stream.settings import DetectionSettings, Exclusions
 
-from .base import REGISTRY, BatchContext, Detector, Hits, load_catalogue
+from .base import MAX_DETAIL_ITEMS, REGISTRY, BatchContext, Detector, Hits, load_catalogue
 from .features import FeatureComputer, _Matcher
 from .kernels.common import id_table, in_table, slot_of
 from .state import SlotState
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 # Events only a domain controller logs: KDC and directory-service events.
 DC_ONLY_EVENTS = np.array([4768, 4769, 4771, 4662, 5136, 5137, 4741, 4742], dtype=np.int32)
 _DC_ONLY = id_table(DC_ONLY_EVENTS)
-_MAX_LIST = 20
+_MAX_LIST = MAX_DETAIL_ITEMS
 _MAX_RECORDS = 50
 # string columns of an alert's evidence, in the order _alerts unpacks them
 _EV_COLS = ("account", "target_account", "src_host", "target_host", "computer", "src_ip",
@@ -94,22 +95,18 @@ def _placeholders(cls: type) -> frozenset[str]:
     return got
 
 
-class _Facts(dict):
-    """The facts a description renders: details and alert facts set up front, the event's
-    string fields decoded on first use, any other name '?'."""
+def _fact(details: dict[str, Any], batch: EventBatch, i: int, name: str) -> Any:
+    """A description placeholder from the alert's details (lists joined), else the event's
+    field of that name, else '?'."""
+    v = details.get(name, _NO)
+    if v is not _NO:
+        return ", ".join(map(str, v)) if isinstance(v, list) else v
+    if name in _FACT_SET:
+        return batch.get(name, i)
+    return "?"
 
-    __slots__ = ("batch", "i")
 
-    def __init__(self, batch: EventBatch, i: int):
-        super().__init__()
-        self.batch = batch
-        self.i = i
-
-    def __missing__(self, key: str) -> Any:
-        if key in _FACT_SET:
-            v = self[key] = self.batch.get(key, self.i)
-            return v
-        return "?"
+_NO = object()
 
 
 def _details_value(d: dict[str, Any]) -> dict[str, Any]:
@@ -128,11 +125,6 @@ def _details_value(d: dict[str, Any]) -> dict[str, Any]:
             out[k] = Evidence.model_validate({"first_seen": "", "last_seen": "",
                                               "details": {k: v}}).details[k]
     return out
-
-
-def _add_unique(lst: list, v, cap: int = _MAX_LIST) -> None:
-    if v not in ("", None, 0) and len(lst) < cap and v not in lst:
-        lst.append(v)
 
 
 class _ExclusionCheck:
@@ -289,11 +281,13 @@ class Engine:
         if not self._touched:
             return []
         out = []
+        by_id = self.by_id
         for oa, batch, i in self._touched.values():
-            det = self.by_id[oa.detector]
+            det = by_id[oa.detector]
+            first, last = iso_ms(oa.first_ms), iso_ms(oa.last_ms)
             # the description reflects the alert after its last hit (rendered once per alert)
-            self._describe(oa, det, batch, i)
-            out.append(self._to_alert(det, oa))
+            self._describe(oa, det, batch, i, first, last)
+            out.append(self._to_alert(det, oa, first, last))
         self._touched = {}
         return out
 
@@ -329,7 +323,7 @@ class Engine:
         for did, idx, ent, cnt, first, aux in hits.parts:
             rows.extend(zip(idx.tolist(), [did] * len(idx), ent.tolist(), cnt.tolist(),
                             first.tolist(), aux.tolist()))
-        rows.sort(key=lambda r: (r[0], r[1]))
+        rows.sort(key=itemgetter(0, 1))
         # the evidence columns of every hit row, gathered and decoded once per batch
         rix = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         sidx = batch.strcols[_EV_IDX[:, None], rix[None, :]]
@@ -341,10 +335,14 @@ class Engine:
         rec_c = batch.record_id[rix].tolist()
         ts_c = batch.time_ms[rix].tolist()
         gex = self.global_excl
+        check_excl = not gex.empty or bool(self.det_excl)
+        by_id = self.by_id
+        ml = _MAX_LIST
+        hits = self.hits
         for r, (i, did, ent, cnt, first, aux) in enumerate(rows):
-            det = self.by_id[did]
+            det = by_id[did]
             account, target, src_host, ip = acc_c[r], tgt_c[r], srch_c[r], ip_c[r]
-            if not gex.empty or self.det_excl:
+            if check_excl:
                 hosts = (src_host, tgth_c[r])
                 if det.key == "none":  # single-event detectors are about the reporting host
                     hosts = hosts + (comp_c[r],)
@@ -370,52 +368,80 @@ class Engine:
                                count=max(cnt, 1), version=1,
                                entities={k: [] for k in Entities.model_fields})
                 self.open[key] = oa
-            self.hits += 1
+            hits += 1
+            # evidence lists, each capped (written out: a storm costs this per hit)
             e = oa.entities
-            for lst, v in ((oa.dcs, comp_c[r]), (oa.event_ids, eid_c[r]),
-                           (e["accounts"], account), (e["accounts"], target),
-                           (e["hosts"], src_host), (e["hosts"], tgth_c[r]), (e["ips"], ip),
-                           (e["spns"], svc_c[r]), (e["groups"], grp_c[r]),
-                           (e["objects"], obj_c[r])):
-                if v and len(lst) < _MAX_LIST and v not in lst:
+            lst = oa.dcs
+            if len(lst) < ml:
+                v = comp_c[r]
+                if v and v not in lst:
                     lst.append(v)
-            _add_unique(oa.record_ids, rec_c[r], _MAX_RECORDS)
-            self._merge_details(oa, det, batch, i, aux)
+            lst = oa.event_ids
+            if len(lst) < ml:
+                v = eid_c[r]
+                if v and v not in lst:
+                    lst.append(v)
+            lst = e["accounts"]
+            if len(lst) < ml:
+                if account and account not in lst:
+                    lst.append(account)
+                if target and len(lst) < ml and target not in lst:
+                    lst.append(target)
+            lst = e["hosts"]
+            if len(lst) < ml:
+                if src_host and src_host not in lst:
+                    lst.append(src_host)
+                v = tgth_c[r]
+                if v and len(lst) < ml and v not in lst:
+                    lst.append(v)
+            for lst, col in ((e["ips"], ip_c), (e["spns"], svc_c), (e["groups"], grp_c),
+                             (e["objects"], obj_c)):
+                if len(lst) < ml:
+                    v = col[r]
+                    if v and v not in lst:
+                        lst.append(v)
+            lst = oa.record_ids
+            if len(lst) < _MAX_RECORDS:
+                v = rec_c[r]
+                if v and v not in lst:
+                    lst.append(v)
+            d = oa.details
+            det.merge_details(d, batch, i, aux)
+            if aux:
+                d["distinct"] = max(int(d.get("distinct", 0) or 0), aux)
             touched[oa.id] = (oa, batch, i)
+        self.hits = hits
 
-    @staticmethod
-    def _merge_details(oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
-                       aux: int) -> None:
-        for k, v in det.details(batch, i, aux).items():
-            if isinstance(v, list):
-                cur = oa.details.setdefault(k, [])
-                if isinstance(cur, list):
-                    for x in v:
-                        _add_unique(cur, x)
-            else:
-                oa.details[k] = v
-        if aux:
-            oa.details["distinct"] = max(int(oa.details.get("distinct", 0) or 0), aux)
-
-    def _describe(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int) -> None:
+    def _describe(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
+                  first: str, last: str) -> None:
         if type(det).describe is not Detector.describe:
             oa.description = det.describe(self._all_fields(oa, batch, i))
             return
         # only the placeholders of this detector's template are looked up (each batch field
-        # is a string decode; a description uses 3-6 of the 23 facts)
-        need = _placeholders(type(det))
-        f = _Facts(batch, i)
-        for k, v in oa.details.items():
-            f[k] = ", ".join(map(str, v)) if isinstance(v, list) else v
-        if "source" in need:
-            f["source"] = f["src_ip"] or f["src_host"] or "an unknown source"
-        f["count"] = oa.count
-        f["first_seen"] = iso_ms(oa.first_ms)
-        f["last_seen"] = iso_ms(oa.last_ms)
-        f["minutes"] = round((oa.last_ms - oa.first_ms) / 60000, 1)
-        f["event_id"] = int(batch.event_id[i])
-        f["entity"] = oa.entity
-        oa.description = det.description.format_map(f)
+        # is a string decode; a description uses 3-6 of the 23 facts). Precedence: the
+        # alert's own facts, then `source`, then the alert's details, then the event's fields.
+        details = oa.details
+        facts = {}
+        for name in _placeholders(type(det)):
+            if name == "count":
+                v = oa.count
+            elif name == "first_seen":
+                v = first
+            elif name == "last_seen":
+                v = last
+            elif name == "minutes":
+                v = round((oa.last_ms - oa.first_ms) / 60000, 1)
+            elif name == "event_id":
+                v = int(batch.event_id[i])
+            elif name == "entity":
+                v = oa.entity
+            elif name == "source":
+                v = (_fact(details, batch, i, "src_ip") or _fact(details, batch, i, "src_host")
+                     or "an unknown source")
+            else:
+                v = _fact(details, batch, i, name)
+            facts[name] = v
+        oa.description = det.description.format_map(facts)
 
     @staticmethod
     def _all_fields(oa: OpenAlert, batch: EventBatch, i: int) -> dict[str, Any]:
@@ -432,12 +458,10 @@ class Engine:
         fields["entity"] = oa.entity
         return fields
 
-    def _to_alert(self, det: Detector, oa: OpenAlert) -> Alert:
+    def _to_alert(self, det: Detector, oa: OpenAlert, first: str, last: str) -> Alert:
         # built without validation: every value comes from this engine with the model's
         # types (details coerced as validation would); tests/stream/test_alert_build.py
         # checks it against the validated model
-        first = iso_ms(oa.first_ms)
-        last = iso_ms(oa.last_ms)
         e = oa.entities
         return construct(Alert, {
             "schema_version": 1, "id": oa.id, "version": oa.version, "detector": det.id,

@@ -9,7 +9,7 @@ from numba import njit
 
 from stream.schema import (FLAG_LOCAL_SOURCE, FLAG_MACHINE, FLAG_TARGET_MACHINE, key_hash)
 
-from ..base import Detector, Param, register
+from ..base import MAX_DETAIL_ITEMS, Detector, Param, add_unique, register
 from ..features import (T_DC, T_HONEYTOKEN, T_MACHINE_NAME,
                         T_SENSITIVE_ACCOUNT, T_SYNC_ACCOUNT, DerivedHashes, string_feature)
 from ..kernels.common import distinct_in_window, distinct_push, row_of, set_contains
@@ -269,6 +269,17 @@ class Kerberoasting(Detector):
         return {"reason": [self._REASONS.get(kind, "roasting")],
                 "spns": [batch.get("service", i)],
                 "encryption": hex(int(batch.ticket_encryption[i]))}
+
+    def merge_details(self, into, batch, i, aux):
+        # details() merged without building it (a roasting storm merges one per hit): the
+        # same keys in the same order; the service name is decoded only while the list has room
+        cur = into.setdefault("reason", [])
+        if isinstance(cur, list):
+            add_unique(cur, self._REASONS.get(getattr(self, "_kind", {}).get(i, 0), "roasting"))
+        cur = into.setdefault("spns", [])
+        if isinstance(cur, list) and len(cur) < MAX_DETAIL_ITEMS:
+            add_unique(cur, batch.get("service", i))
+        into["encryption"] = hex(int(batch.ticket_encryption[i]))
 
 
 # ============================================================================================

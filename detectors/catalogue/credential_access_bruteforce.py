@@ -144,3 +144,8 @@ class BruteForce(Detector):
                     "success_events": [f"{int(batch.event_id[i])} at "
                                        f"{iso_ms(int(batch.time_ms[i]))}"]}
         return {}
+
+    def merge_details(self, into, batch, i, aux):
+        # failure hits (nearly all of a storm's) have no details: nothing to merge
+        if i in getattr(self, "_success", ()):
+            super().merge_details(into, batch, i, aux)
