@@ -8,7 +8,7 @@ from numba import njit
 from stream.alert import iso_ms
 from stream.schema import FLAG_ANONYMOUS, FLAG_MACHINE
 
-from ..base import Detector, Param, register
+from ..base import MAX_DETAIL_ITEMS, Detector, Param, add_unique, register
 from ..kernels.common import find_row, ring_max_in_window, ring_push, row_of
 
 # wrong-password status codes per event id
@@ -146,6 +146,11 @@ class BruteForce(Detector):
         return {}
 
     def merge_details(self, into, batch, i, aux):
-        # failure hits (nearly all of a storm's) have no details: nothing to merge
-        if i in getattr(self, "_success", ()):
-            super().merge_details(into, batch, i, aux)
+        # details() merged without building it: failure hits have none; a success hit sets
+        # the flag and adds its event (the text is rendered only while the list has room)
+        if i not in getattr(self, "_success", ()):
+            return
+        into["followed_by_success"] = True
+        cur = into.setdefault("success_events", [])
+        if isinstance(cur, list) and len(cur) < MAX_DETAIL_ITEMS:
+            add_unique(cur, f"{int(batch.event_id[i])} at {iso_ms(int(batch.time_ms[i]))}")
