@@ -205,6 +205,14 @@ class WorkerSettings(BaseModel):
                           "fixed port: 0 is refused).")
     snapshot_interval_s: float = Field(5.0, gt=0, description="State snapshot interval.")
     take_max: int = Field(64, ge=1, description="Max Kafka messages per take().")
+    take_within_s: float = Field(
+        0.05, gt=0, le=1.0,
+        description="How long an agent waits to fill a take() with more messages before it "
+        "processes the ones it has. Shorter: lower latency; longer: a partition that is behind "
+        "renders each alert once per bigger take (fewer alert versions in a storm). Measured "
+        "(bench stream): 0.05 -> p50 ~195 ms, p99 ~415 ms on the domain's traffic, 20-23k "
+        "alert versions in the storm; 0.01 -> p50 ~110 ms, p99 ~300 ms, 44-51k versions; "
+        "throughput the same.")
     state_dir: str = Field(".itdr/state", description="Local state dir (cache only).")
     empty_fetch_backoff_ms: float = Field(
         20.0, ge=0, le=1000,

@@ -49,7 +49,6 @@ from .state_store import Captured, StateStore
 log = logging.getLogger(__name__)
 
 KIND_NAMES = {KEY_ACCOUNT: "account", KEY_SOURCE: "source"}
-TAKE_WITHIN_S = 0.05          # max wait to fill a take() buffer (latency bound)
 _MAX_LATENCY_OBS_S = 3600.0   # event-to-alert latencies beyond this are old replays
 
 
@@ -520,7 +519,7 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
         async def agent(stream):
             handle = core.handle
             age = WORKER_RECORD_AGE_SECONDS.observe
-            async for events in stream.noack_take(w.take_max, within=TAKE_WITHIN_S):
+            async for events in stream.noack_take(w.take_max, within=w.take_within_s):
                 # a take holds several batches of a partition only when it is behind: their
                 # alerts are rendered once, at the end of the take (one version per alert per
                 # take; the same final versions)

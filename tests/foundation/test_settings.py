@@ -30,6 +30,7 @@ def test_yaml_and_env_precedence(tmp_path, monkeypatch):
     ("detection: {exclude: {subnets: [10.0.0.0/33]}}\n", "detection.exclude.subnets"),
     ("kafka: {bootstrapservers: x}\n", "kafka.bootstrapservers"),
     ("topics: {partitions: 0}\n", "topics.partitions"),
+    ("worker: {take_within_s: 0}\n", "worker.take_within_s"),
 ])
 def test_invalid_config_names_key_and_fix(tmp_path, text, key):
     cfg = tmp_path / "bad.yaml"
@@ -76,3 +77,36 @@ def test_config_check_validates_component_sections(tmp_path, capsys, text, key):
     assert key in err and "Fix:" in err
     cfg.write_text("detection: {sensitivity: low}\n")
     assert main(["config", "check", "-c", str(cfg)]) == 0
+
+
+def test_take_within_reaches_the_agents(kafka, topics, tmp_path, monkeypatch):
+    """``worker.take_within_s`` is the wait each agent's take() uses."""
+    import faust
+
+    from stream.broker import free_port
+    from stream.worker import build_app
+
+    seen = []
+    orig = faust.Stream.noack_take
+
+    def spy(self, max_, within):
+        seen.append((max_, within))
+        return orig(self, max_, within)
+
+    monkeypatch.setattr(faust.Stream, "noack_take", spy)
+    s = Settings(kafka=kafka, topics=topics,
+                 worker={"state_dir": str(tmp_path / "state"), "web_port": free_port(),
+                         "take_within_s": 0.02, "take_max": 7})
+    app, core = build_app(s)
+    try:
+        import asyncio
+
+        async def first_take():
+            task = asyncio.ensure_future(app._itdr_agents[0].fun(app.stream([])))
+            await asyncio.sleep(0.05)
+            task.cancel()
+
+        asyncio.run(first_take())
+    finally:
+        core.producer.flush(1)
+    assert (7, 0.02) in seen
