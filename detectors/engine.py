@@ -369,18 +369,15 @@ class Engine:
                                entities={k: [] for k in Entities.model_fields})
                 self.open[key] = oa
             hits += 1
-            # evidence lists, each capped (written out: a storm costs this per hit)
+            # evidence lists, each capped; a full list costs one length check per hit
             e = oa.entities
-            lst = oa.dcs
-            if len(lst) < ml:
-                v = comp_c[r]
-                if v and v not in lst:
-                    lst.append(v)
-            lst = oa.event_ids
-            if len(lst) < ml:
-                v = eid_c[r]
-                if v and v not in lst:
-                    lst.append(v)
+            for lst, col in ((oa.dcs, comp_c), (oa.event_ids, eid_c), (e["ips"], ip_c),
+                             (e["spns"], svc_c), (e["groups"], grp_c), (e["objects"], obj_c)):
+                if len(lst) < ml:
+                    v = col[r]
+                    if v and v not in lst:
+                        lst.append(v)
+            # two columns each (in this order)
             lst = e["accounts"]
             if len(lst) < ml:
                 if account and account not in lst:
@@ -394,12 +391,6 @@ class Engine:
                 v = tgth_c[r]
                 if v and len(lst) < ml and v not in lst:
                     lst.append(v)
-            for lst, col in ((e["ips"], ip_c), (e["spns"], svc_c), (e["groups"], grp_c),
-                             (e["objects"], obj_c)):
-                if len(lst) < ml:
-                    v = col[r]
-                    if v and v not in lst:
-                        lst.append(v)
             lst = oa.record_ids
             if len(lst) < _MAX_RECORDS:
                 v = rec_c[r]
@@ -415,7 +406,7 @@ class Engine:
     def _describe(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
                   first: str, last: str) -> None:
         if type(det).describe is not Detector.describe:
-            oa.description = det.describe(self._all_fields(oa, batch, i))
+            oa.description = det.describe(self._all_fields(oa, batch, i, first, last))
             return
         # only the placeholders of this detector's template are looked up (each batch field
         # is a string decode; a description uses 3-6 of the 23 facts). Precedence: the
@@ -444,15 +435,16 @@ class Engine:
         oa.description = det.description.format_map(facts)
 
     @staticmethod
-    def _all_fields(oa: OpenAlert, batch: EventBatch, i: int) -> dict[str, Any]:
+    def _all_fields(oa: OpenAlert, batch: EventBatch, i: int, first: str,
+                    last: str) -> dict[str, Any]:
         g = batch.get
         fields = {f: g(f, i) for f in _FACT_FIELDS}
         fields.update({k: (", ".join(map(str, v)) if isinstance(v, list) else v)
                        for k, v in oa.details.items()})
         fields["source"] = fields["src_ip"] or fields["src_host"] or "an unknown source"
         fields["count"] = oa.count
-        fields["first_seen"] = iso_ms(oa.first_ms)
-        fields["last_seen"] = iso_ms(oa.last_ms)
+        fields["first_seen"] = first
+        fields["last_seen"] = last
         fields["minutes"] = round((oa.last_ms - oa.first_ms) / 60000, 1)
         fields["event_id"] = int(batch.event_id[i])
         fields["entity"] = oa.entity

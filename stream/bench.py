@@ -86,15 +86,20 @@ def _producer(kafka):
                      "enable.idempotence": True, "queue.buffering.max.kbytes": 1024 * 1024})
 
 
+def _produce(p, topic: str, value: bytes, partition: int) -> None:
+    """Produce one record, waiting for room when librdkafka's queue is full."""
+    while True:
+        try:
+            p.produce(topic, value, partition=partition)
+            break
+        except BufferError:
+            p.poll(0.01)
+    p.poll(0)
+
+
 def _produce_all(p, names, msgs) -> None:
     for kind, part, value, _ in msgs:
-        while True:
-            try:
-                p.produce(names[kind], value, partition=part)
-                break
-            except BufferError:
-                p.poll(0.05)
-        p.poll(0)
+        _produce(p, names[kind], value, part)
     assert p.flush(120) == 0, "bench traffic not delivered"
 
 
@@ -305,36 +310,30 @@ def cmd_bench_stream(args) -> int:
         lat_c.assign([TopicPartition(topics.name("alerts"), q, OFFSET_BEGINNING)
                       for q in range(topics.partitions)])
 
-        def paced(batches, stamp) -> list[tuple[int, int, int, int, int]]:
+        def paced(batches, stamp) -> tuple[list[tuple[int, bytes, int]], int]:
             """Produce ``batches`` at ``rate`` events/s for ``dur`` seconds (cycling);
-            ``stamp(j, value, now_ms)`` gives the j-th value to send. Returns per message
-            (kind, partition, min event time, max event time, produced at ms)."""
+            ``stamp(j, value, now_ms)`` gives the j-th value to send. Returns (kind, value
+            sent, produced at ms) per message and the events sent."""
             sent_ev, t0, j, log_ = 0, time.perf_counter(), 0, []
             while time.perf_counter() - t0 < dur:
                 kind, part, value, n = batches[j % len(batches)]
                 now_ms = int(time.time() * 1000)
                 value = stamp(j, value, now_ms)
                 j += 1
-                while True:
-                    try:
-                        p.produce(names[kind], value, partition=part)
-                        break
-                    except BufferError:
-                        p.poll(0.01)
-                p.poll(0)
-                log_.append((kind, part, value, now_ms))
+                _produce(p, names[kind], value, part)
+                log_.append((kind, value, now_ms))
                 sent_ev += n
                 ahead = sent_ev / rate - (time.perf_counter() - t0)
                 if ahead > 0:
                     time.sleep(ahead)
             p.flush(60)
-            return log_
+            return log_, sent_ev
 
-        def drain_alerts(since_ms: int) -> list:
+        def drain_alerts(since_ms: int, produced: float) -> list:
             """Alert versions on the alerts topic whose latest evidence is at or after
-            ``since_ms`` (event time), as (alert, CreateTime ms), once the worker has caught up."""
-            want = float(total_ev) * 2 + produced_extra[0]
-            run_until(want, time.perf_counter(), 0.0)
+            ``since_ms`` (event time), as (alert, CreateTime ms), once the worker has
+            processed the ``produced`` events."""
+            run_until(produced, time.perf_counter(), 0.0)
             time.sleep(1.0)
             got, idle = [], time.monotonic()
             while time.monotonic() - idle < 2.0:
@@ -347,7 +346,7 @@ def cmd_bench_stream(args) -> int:
                         got.append((a, m.timestamp()[1]))
             return got
 
-        produced_extra = [0]
+        produced = 2.0 * total_ev
         # (1) the domain's next hours at their own pace of event time: every batch is the
         # steady hour moved to continue the timeline from now (the same traffic as the
         # throughput run, one hour per hour). Latency = alert produced - when the batch
@@ -367,14 +366,13 @@ def cmd_bench_stream(args) -> int:
         # precompute the shifted batches (shift decodes and re-encodes: not on the clock)
         for j in range(min(len(hour2) * 2, int(rate * dur / max(1, total_ev / len(hour2))) + 64)):
             live(j, hour2[j % len(hour2)][2], 0)
-        sent = paced(hour2, live)
-        produced_extra[0] += sum(hour2[j % len(hour2)][3] for j in range(len(sent)))
+        sent, n_sent = paced(hour2, live)
+        produced += n_sent
         spans: dict[int, list[tuple[int, int, int]]] = {KEY_ACCOUNT: [], KEY_SOURCE: []}
-        for kind, _part, value, at in sent:
-            tm = _times(value)
-            spans[kind].append((tm[0], tm[1], at))
+        for kind, value, at in sent:
+            spans[kind].append((*_times(value), at))
         lat = []
-        for a, created in drain_alerts(t_live):
+        for a, created in drain_alerts(t_live, produced):
             kind = KEY_SOURCE if a.key == "source" else KEY_ACCOUNT
             ats = [at for lo, hi, at in spans[kind] if lo <= a.last_seen_ms <= hi]
             if ats:
@@ -389,9 +387,10 @@ def cmd_bench_stream(args) -> int:
         # event time. Its timeline continues after the live hours'.
         t_storm = t_live + 3 * hour_ms
         off = t_storm - int(time.time() * 1000)
-        sent = paced(msgs, lambda j, value, now_ms: restamp(value, now_ms + off))
-        produced_extra[0] += sum(msgs[j % len(msgs)][3] for j in range(len(sent)))
-        storm = [created + off - a.last_seen_ms for a, created in drain_alerts(t_storm)]
+        _sent, n_sent = paced(msgs, lambda j, value, now_ms: restamp(value, now_ms + off))
+        produced += n_sent
+        storm = [created + off - a.last_seen_ms
+                 for a, created in drain_alerts(t_storm, produced)]
         s50, s99 = _pct(storm, 50), _pct(storm, 99)
         say(f"alert-storm latency at {rate:,.0f} events/s for {dur:.0f}s: {len(storm)} alert "
             f"versions, p50 {s50:.0f} ms, p99 {s99:.0f} ms (event time -> alert produced)")

@@ -20,12 +20,21 @@ def _overriding() -> list[type[Detector]]:
             if REGISTRY[d].merge_details is not Detector.merge_details]
 
 
-def _alerts(batches) -> list[bytes]:
+def _storm(events: int, identities: int) -> list[tuple[int, bytes]]:
+    """A synthetic hour, then its replay compressed into seconds."""
+    tr = generate(SynthConfig(events=events, partitions=1, identities=identities, seed=9,
+                              batch_events=1024))
+    msgs = [(k, v) for k, _p, v, _n in tr.wire_messages()]
+    t = int(tr.numeric["time_ms"].max()) + 60_000
+    return msgs + [(k, restamp(v, t + 50 * j)) for j, (k, v) in enumerate(msgs)]
+
+
+def _alerts(msgs: list[tuple[int, bytes]]) -> list[bytes]:
     engines: dict = {}
     out = []
-    for kind, b in batches:
+    for kind, v in msgs:
         e = engines.setdefault(kind, Engine(DetectionSettings(), kind, 0))
-        out += [a.to_json() for a in e.process(b)]
+        out += [a.to_json() for a in e.process(wire.decode(v))]
     return out
 
 
@@ -35,15 +44,11 @@ def test_the_storm_detectors_override_it():
 
 
 def test_overrides_merge_exactly_like_the_generic_merge(monkeypatch):
-    tr = generate(SynthConfig(events=60_000, partitions=1, identities=1500, seed=9,
-                              batch_events=1024))
-    msgs = [(k, v) for k, _p, v, _n in tr.wire_messages()]
-    t = int(tr.numeric["time_ms"].max()) + 60_000
-    msgs += [(k, restamp(v, t + 50 * j)) for j, (k, v) in enumerate(msgs)]
-    fast = _alerts([(k, wire.decode(v)) for k, v in msgs])
+    msgs = _storm(60_000, 1500)
+    fast = _alerts(msgs)
     for cls in _overriding():
         monkeypatch.setattr(cls, "merge_details", Detector.merge_details)
-    generic = _alerts([(k, wire.decode(v)) for k, v in msgs])
+    generic = _alerts(msgs)
     assert len(fast) > 1000          # a storm: many versions carrying merged details
     assert fast == generic
 
@@ -53,14 +58,10 @@ def test_the_comparison_can_fail(monkeypatch, bad):
     """The equality above is not vacuous: a merge that drops a detail changes the alerts."""
     from detectors.catalogue.credential_access import Kerberoasting
 
-    tr = generate(SynthConfig(events=20_000, partitions=1, identities=500, seed=9,
-                              batch_events=1024))
-    msgs = [(k, v) for k, _p, v, _n in tr.wire_messages()]
-    t = int(tr.numeric["time_ms"].max()) + 60_000
-    msgs += [(k, restamp(v, t + 50 * j)) for j, (k, v) in enumerate(msgs)]
-    ref = _alerts([(k, wire.decode(v)) for k, v in msgs])
+    msgs = _storm(20_000, 500)
+    ref = _alerts(msgs)
     if bad:
         monkeypatch.setattr(Kerberoasting, "merge_details",
                             lambda self, into, batch, i, aux: into.__setitem__("encryption", ""))
-    got = _alerts([(k, wire.decode(v)) for k, v in msgs])
+    got = _alerts(msgs)
     assert (got == ref) is (not bad)
