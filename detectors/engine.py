@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
-from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -318,90 +317,121 @@ class Engine:
         # by alert id (two episodes may close in one batch); an alert already touched by a
         # deferred batch keeps its place
         touched = self._touched
-        # process hits in event order (deterministic regardless of detector order)
-        rows = []
-        for did, idx, ent, cnt, first, aux in hits.parts:
-            rows.extend(zip(idx.tolist(), [did] * len(idx), ent.tolist(), cnt.tolist(),
-                            first.tolist(), aux.tolist()))
-        rows.sort(key=itemgetter(0, 1))
+        # process hits in event order, then detector id (deterministic regardless of the
+        # detectors' order; a stable sort keeps a detector's own order for one event)
+        parts = hits.parts
+        if len(parts) == 1:
+            did0, idx, ent, cnt, first, aux = parts[0]
+            order = np.argsort(idx, kind="stable")
+            dids = [did0] * len(idx)
+        else:
+            names = sorted({pt[0] for pt in parts})
+            code = {d: c for c, d in enumerate(names)}
+            idx = np.concatenate([pt[1] for pt in parts])
+            dcode = np.concatenate([np.full(len(pt[1]), code[pt[0]], np.int64) for pt in parts])
+            ent = np.concatenate([pt[2] for pt in parts])
+            cnt = np.concatenate([pt[3] for pt in parts])
+            first = np.concatenate([pt[4] for pt in parts])
+            aux = np.concatenate([pt[5] for pt in parts])
+            order = np.lexsort((dcode, idx))
+            dids = [names[c] for c in dcode[order].tolist()]
+        rix = idx[order]
         # the evidence columns of every hit row, gathered and decoded once per batch
-        rix = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         sidx = batch.strcols[_EV_IDX[:, None], rix[None, :]]
         S = batch.string
         dec = {u: S(u) for u in np.unique(sidx).tolist()}
         (acc_c, tgt_c, srch_c, tgth_c, comp_c, ip_c, svc_c, grp_c, obj_c) = (
             [dec[x] for x in col] for col in sidx.tolist())
-        eid_c = batch.event_id[rix].tolist()
-        rec_c = batch.record_id[rix].tolist()
-        ts_c = batch.time_ms[rix].tolist()
         gex = self.global_excl
         check_excl = not gex.empty or bool(self.det_excl)
         by_id = self.by_id
+        opened = self.open
         ml = _MAX_LIST
-        hits = self.hits
-        for r, (i, did, ent, cnt, first, aux) in enumerate(rows):
+        mr = _MAX_RECORDS
+        excluded = 0
+        for (i, did, e_key, c, f, a, account, target, src_host, tgt_host, comp, ip, svc, grp,
+             obj, eid, rec, ts) in zip(
+                rix.tolist(), dids, ent[order].tolist(), cnt[order].tolist(),
+                first[order].tolist(), aux[order].tolist(), acc_c, tgt_c, srch_c, tgth_c,
+                comp_c, ip_c, svc_c, grp_c, obj_c, batch.event_id[rix].tolist(),
+                batch.record_id[rix].tolist(), batch.time_ms[rix].tolist()):
             det = by_id[did]
-            account, target, src_host, ip = acc_c[r], tgt_c[r], srch_c[r], ip_c[r]
             if check_excl:
-                hosts = (src_host, tgth_c[r])
+                hosts = (src_host, tgt_host)
                 if det.key == "none":  # single-event detectors are about the reporting host
-                    hosts = hosts + (comp_c[r],)
+                    hosts = hosts + (comp,)
                 if gex.excluded(account, target, hosts, ip):
+                    excluded += 1
                     continue
                 ex = self.det_excl.get(did)
                 if ex is not None and ex.excluded(account, target, hosts, ip):
+                    excluded += 1
                     continue
-            ts = ts_c[r]
-            first_ms = first if first >= 0 else ts
-            key = (did, ent)
-            oa = self.open.get(key)
+            first_ms = f if f >= 0 else ts
+            key = (did, e_key)
+            oa = opened.get(key)
             if oa is not None and ts - oa.last_ms <= gap and first_ms >= oa.first_ms - gap:
                 oa.count += 1
                 oa.version += 1
-                oa.last_ms = max(oa.last_ms, ts)
-                oa.first_ms = min(oa.first_ms, first_ms)
+                if ts > oa.last_ms:
+                    oa.last_ms = ts
+                if first_ms < oa.first_ms:
+                    oa.first_ms = first_ms
             else:
                 ent_disp = self._entity_display(det, batch, i)
-                oa = OpenAlert(id=alert_id(did, f"{ent_disp}|{ent:016x}", first_ms),
+                oa = OpenAlert(id=alert_id(did, f"{ent_disp}|{e_key:016x}", first_ms),
                                detector=did,
-                               entity_key=ent, entity=ent_disp, first_ms=first_ms, last_ms=ts,
-                               count=max(cnt, 1), version=1,
+                               entity_key=e_key, entity=ent_disp, first_ms=first_ms, last_ms=ts,
+                               count=max(c, 1), version=1,
                                entities={k: [] for k in Entities.model_fields})
-                self.open[key] = oa
-            hits += 1
-            # evidence lists, each capped; a full list costs one length check per hit
+                opened[key] = oa
+            # evidence lists, each capped (an empty value, a full list or a value already
+            # there leaves a list as it is)
             e = oa.entities
-            for lst, col in ((oa.dcs, comp_c), (oa.event_ids, eid_c), (e["ips"], ip_c),
-                             (e["spns"], svc_c), (e["groups"], grp_c), (e["objects"], obj_c)):
-                if len(lst) < ml:
-                    v = col[r]
-                    if v and v not in lst:
-                        lst.append(v)
+            lst = oa.dcs
+            if comp and len(lst) < ml and comp not in lst:
+                lst.append(comp)
+            lst = oa.event_ids
+            if eid and len(lst) < ml and eid not in lst:
+                lst.append(eid)
+            if ip:
+                lst = e["ips"]
+                if len(lst) < ml and ip not in lst:
+                    lst.append(ip)
+            if svc:
+                lst = e["spns"]
+                if len(lst) < ml and svc not in lst:
+                    lst.append(svc)
+            if grp:
+                lst = e["groups"]
+                if len(lst) < ml and grp not in lst:
+                    lst.append(grp)
+            if obj:
+                lst = e["objects"]
+                if len(lst) < ml and obj not in lst:
+                    lst.append(obj)
             # two columns each (in this order)
-            lst = e["accounts"]
-            if len(lst) < ml:
-                if account and account not in lst:
+            if account or target:
+                lst = e["accounts"]
+                if account and len(lst) < ml and account not in lst:
                     lst.append(account)
                 if target and len(lst) < ml and target not in lst:
                     lst.append(target)
-            lst = e["hosts"]
-            if len(lst) < ml:
-                if src_host and src_host not in lst:
+            if src_host or tgt_host:
+                lst = e["hosts"]
+                if src_host and len(lst) < ml and src_host not in lst:
                     lst.append(src_host)
-                v = tgth_c[r]
-                if v and len(lst) < ml and v not in lst:
-                    lst.append(v)
+                if tgt_host and len(lst) < ml and tgt_host not in lst:
+                    lst.append(tgt_host)
             lst = oa.record_ids
-            if len(lst) < _MAX_RECORDS:
-                v = rec_c[r]
-                if v and v not in lst:
-                    lst.append(v)
+            if rec and len(lst) < mr and rec not in lst:
+                lst.append(rec)
             d = oa.details
-            det.merge_details(d, batch, i, aux)
-            if aux:
-                d["distinct"] = max(int(d.get("distinct", 0) or 0), aux)
+            det.merge_details(d, batch, i, a)
+            if a:
+                d["distinct"] = max(int(d.get("distinct", 0) or 0), a)
             touched[oa.id] = (oa, batch, i)
-        self.hits = hits
+        self.hits += len(rix) - excluded
 
     def _describe(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
                   first: str, last: str) -> None:

@@ -263,6 +263,15 @@ class Kerberoasting(Detector):
         if m:
             idx = out_idx[:m]
             hits.add(self.id, idx, ctx.key[idx], out_cnt[:m], out_first[:m], out_aux[:m])
+            # per hit: (reason, encryption as text, service) for merge_details (a roasting
+            # storm merges one per hit)
+            reasons = self._REASONS
+            S = batch.string
+            self._facts = {i: (reasons.get(k, "roasting"), _hex(e), S(v)) for i, k, e, v in zip(
+                idx.tolist(), out_kind[:m].tolist(), batch.ticket_encryption[idx].tolist(),
+                batch.service[idx].tolist())}
+        else:
+            self._facts = {}
 
     def details(self, batch, i, aux):
         kind = getattr(self, "_kind", {}).get(i, 0)
@@ -271,15 +280,31 @@ class Kerberoasting(Detector):
                 "encryption": hex(int(batch.ticket_encryption[i]))}
 
     def merge_details(self, into, batch, i, aux):
-        # details() merged without building it (a roasting storm merges one per hit): the
-        # same keys in the same order; the service name is decoded only while the list has room
+        # details() merged without building it: the same keys in the same order
+        f = getattr(self, "_facts", {}).get(i)
+        if f is None:       # not a hit of this detector's last run: as details() says
+            f = (self._REASONS.get(getattr(self, "_kind", {}).get(i, 0), "roasting"),
+                 _hex(int(batch.ticket_encryption[i])), batch.get("service", i))
+        reason, enc, svc = f
         cur = into.setdefault("reason", [])
-        if isinstance(cur, list):
-            add_unique(cur, self._REASONS.get(getattr(self, "_kind", {}).get(i, 0), "roasting"))
+        if isinstance(cur, list) and reason not in cur and len(cur) < MAX_DETAIL_ITEMS:
+            cur.append(reason)
         cur = into.setdefault("spns", [])
-        if isinstance(cur, list) and len(cur) < MAX_DETAIL_ITEMS:
-            add_unique(cur, batch.get("service", i))
-        into["encryption"] = hex(int(batch.ticket_encryption[i]))
+        if isinstance(cur, list) and svc and len(cur) < MAX_DETAIL_ITEMS and svc not in cur:
+            cur.append(svc)
+        into["encryption"] = enc
+
+
+_HEX: dict[int, str] = {}
+
+
+def _hex(v: int) -> str:
+    s = _HEX.get(v)
+    if s is None:
+        if len(_HEX) > 4096:
+            _HEX.clear()
+        s = _HEX[v] = hex(v)
+    return s
 
 
 # ============================================================================================
