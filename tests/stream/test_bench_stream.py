@@ -28,3 +28,24 @@ def test_bench_stream_reports_throughput_and_both_latencies():
     assert out["latency_alerts"] > 0 and out["storm_alerts"] > out["latency_alerts"]
     assert 0 <= out["p50_latency_ms"] <= out["p99_latency_ms"] < 60_000
     assert 0 <= out["storm_p50_latency_ms"] <= out["storm_p99_latency_ms"] < 60_000
+
+
+def test_bench_core_placement_pins_every_thread_of_a_process():
+    from stream.bench import _cores, _pin_process
+
+    worker, others = _cores()
+    cpus = os.sched_getaffinity(0)
+    assert len(worker) == 1 and worker <= cpus and others <= cpus
+    assert not (worker & others) or len(cpus) == 1     # the worker's core is its own
+    # a child with several threads: every thread ends up on the given cores
+    code = "import threading, time\nfor _ in range(3): threading.Thread(target=time.sleep, " \
+           "args=(30,), daemon=True).start()\nprint('up', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "up"
+        assert _pin_process(child.pid, worker) == 4
+        for tid in os.listdir(f"/proc/{child.pid}/task"):
+            assert os.sched_getaffinity(int(tid)) == worker
+    finally:
+        child.kill()
+        child.wait()
