@@ -517,11 +517,15 @@ class Engine:
                 "dcs": self.dc_names, "batches": self.batches,
                 "open": [oa.to_dict() for oa in self.open.values()],
                 "states": [d.id for d in self.detectors if d.state is not None]}
-        parts = [orjson.dumps(head)]
+        # one copy of the state: each part is length-prefixed and its buffers joined once
+        h = orjson.dumps(head)
+        bufs: list = [struct.pack("<I", len(h)), h]
         for d in self.detectors:
             if d.state is not None:
-                parts.append(d.state.to_bytes())
-        return b"".join(struct.pack("<I", len(p)) + p for p in parts)
+                sb = d.state.buffers()
+                bufs.append(struct.pack("<I", sum(memoryview(b).nbytes for b in sb)))
+                bufs.extend(sb)
+        return b"".join(bufs)
 
     def restore(self, data: bytes) -> None:
         try:

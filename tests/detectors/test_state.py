@@ -125,6 +125,58 @@ def test_snapshot_roundtrip_is_exact():
     assert _as_dict(st2) == _as_dict(st)
 
 
+def _npz_format2(st: SlotState) -> bytes:
+    """What SlotState.to_bytes wrote before format 3 (sessions 2-5): np.savez of the used
+    rows, the row keys and a __format__ of 2."""
+    buf = io.BytesIO()
+    np.savez(buf, __format__=np.array([2], dtype=np.int64), __rowkeys__=st.row_keys(),
+             **{k: c[:st.used] for k, c in st.cols.items()})
+    return buf.getvalue()
+
+
+def test_format_2_snapshots_written_by_earlier_versions_still_restore():
+    st = SlotState(SPEC)
+    rng = np.random.default_rng(3)
+    _feed(st, rng.integers(1, 2**63, size=900, dtype=np.uint64), rng.integers(0, 10**12, 900))
+    old = SlotState.from_bytes(SPEC, _npz_format2(st))
+    new = SlotState.from_bytes(SPEC, st.to_bytes())
+    _check_invariants(old)
+    assert _as_dict(old) == _as_dict(new) == _as_dict(st)
+    assert old.rows == new.rows and old.capacity == new.capacity
+    assert st.to_bytes()[:8] == b"ITDRSLT\x03" and st.to_bytes() != _npz_format2(st)
+
+
+def test_a_damaged_format_3_snapshot_is_a_state_error_not_a_wrong_state():
+    st = SlotState(SPEC)
+    _feed(st, np.arange(1, 51, dtype=np.uint64), np.full(50, 5, np.int64))
+    good = st.to_bytes()
+    hl = int.from_bytes(good[8:12], "little")
+    head = orjson.loads(good[12:12 + hl])
+    body = good[12 + hl:]
+
+    def with_head(h: dict) -> bytes:
+        hb = orjson.dumps(h)
+        return good[:8] + len(hb).to_bytes(4, "little") + hb + body
+
+    bad = {
+        "truncated": good[:-3],
+        "trailing bytes": good + b"\0",
+        "header cut": good[:14],
+        "other format": with_head({**head, "format": 4}),
+        "missing column": with_head({**head, "cols": head["cols"][:-1]}),
+        "wrong dtype": with_head({**head, "cols": [[n, "<f8" if n == "v" else d, t]
+                                                   for n, d, t in head["cols"]]}),
+        "wrong row shape": with_head({**head, "cols": [[n, d, [8] if n == "ring" else t]
+                                                       for n, d, t in head["cols"]]}),
+        "more rows than data": with_head({**head, "rows": head["rows"] + 1}),
+    }
+    for what, data in bad.items():
+        with pytest.raises(StateError):
+            SlotState.from_bytes(SPEC, data)
+            pytest.fail(what)
+    assert _as_dict(SlotState.from_bytes(SPEC, good)) == _as_dict(st)
+
+
 def test_snapshot_size_follows_the_used_rows_not_the_capacity():
     st = SlotState(SPEC, capacity=1 << 14)
     keys = np.arange(1, 101, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
