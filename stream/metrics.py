@@ -62,6 +62,10 @@ WORKER_ALERTS = Counter("itdr_worker_alerts_total", "Alerts created or updated",
                         ["detector", "severity"])
 WORKER_STATE_BYTES = Gauge("itdr_worker_state_bytes", "Detector state size", ["partition"])
 WORKER_SNAPSHOTS = Counter("itdr_worker_snapshots_total", "State snapshots written")
+WORKER_SNAPSHOT_SECONDS = Histogram(
+    "itdr_worker_snapshot_seconds", "Periodic state snapshot: capture on the processing thread "
+    "+ durable write (paced by worker.snapshot_max_share)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 
 # -- sinks ------------------------------------------------------------------------------------
 SINK_SENT = Counter("itdr_sink_records_sent_total", "Records delivered", ["sink"])

@@ -40,7 +40,7 @@ from .metrics import (WORKER_ALERTS, WORKER_BATCHES, WORKER_BYTES, WORKER_CORRUP
                       WORKER_FAILED_BATCHES,
                       WORKER_DETECTOR_SECONDS, WORKER_EVENT_LATENCY_SECONDS, WORKER_EVENTS,
                       WORKER_LAG, WORKER_PROCESSING_SECONDS, WORKER_RECORD_AGE_SECONDS,
-                      WORKER_SNAPSHOTS,
+                      WORKER_SNAPSHOT_SECONDS, WORKER_SNAPSHOTS,
                       WORKER_STATE_BYTES)
 from .schema import KEY_ACCOUNT, KEY_SOURCE
 from .settings import KafkaSettings, Settings
@@ -468,6 +468,33 @@ def _health_doc(core: WorkerCore, app: Any) -> dict:
             "stats": core.stats}
 
 
+class SnapshotPacer:
+    """When the periodic snapshot runs: every ``interval_s``, but never more than
+    ``max_share`` of the time -- after a snapshot that took ``d`` seconds (capture on the
+    processing thread + durable write), the next one waits until ``d / max_share`` after the
+    last one started (checkpointing's "minimum pause between checkpoints"). Small state
+    snapshots every interval; a large one (1M identities: ~500 MB) spaces itself out instead
+    of taking the worker's core. Final snapshots (revocation, shutdown) are not paced."""
+
+    def __init__(self, interval_s: float, max_share: float):
+        self.interval_s = interval_s
+        self.max_share = max_share
+        self.next_at = 0.0
+        self.skipped = 0
+
+    def due(self, now: float) -> bool:
+        if now < self.next_at:
+            self.skipped += 1
+            return False
+        return True
+
+    def done(self, started: float, took: float) -> None:
+        # the first timer tick at or after that time (ticks come every interval_s, give or
+        # take the event loop's jitter: a tenth of it is tolerated)
+        self.next_at = started + max(self.interval_s, took / self.max_share) - \
+            0.1 * self.interval_s
+
+
 def build_app(settings: Settings, core: WorkerCore | None = None):
     """The Faust application of the worker (returns ``(app, core)``)."""
     import faust
@@ -556,8 +583,12 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
         log.error("worker stopping: %s", core.fatal)
         await app.crash(core.fatal)
 
+    pacer = app._itdr_snapshot_pacer = SnapshotPacer(w.snapshot_interval_s,
+                                                     w.snapshot_max_share)
+
     async def snapshot(keys=None) -> None:
         async with snap_lock:
+            t0 = time.monotonic()
             caps = core.capture(keys)
             loop = asyncio.get_running_loop()
             try:
@@ -577,10 +608,15 @@ def build_app(settings: Settings, core: WorkerCore | None = None):
                                       "last durable snapshot"))
                 return
             core.release(caps)
+            if caps:
+                took = time.monotonic() - t0
+                WORKER_SNAPSHOT_SECONDS.observe(took)
+                pacer.done(t0, took)
 
     @app.timer(w.snapshot_interval_s)
     async def snapshot_timer() -> None:
-        await snapshot()
+        if pacer.due(time.monotonic()):
+            await snapshot()
 
     @app.timer(1.0)
     async def catch_up_timer() -> None:

@@ -60,7 +60,7 @@ def test_late_out_of_order_and_corrupt_batches(kafka, topics, tmp_path):
     w = WorkerProc(cfg, port, tmp_path / "w.log")
     try:
         wait_started(w)
-        wait_caught_up([w], kafka, topics)
+        wait_caught_up([w], kafka, topics, durable=True)
         metrics = w.metrics()
     finally:
         w.stop()
@@ -88,3 +88,7 @@ def test_late_out_of_order_and_corrupt_batches(kafka, topics, tmp_path):
     assert h[dlq.ORIGIN].startswith(f"{topics.name('events')}/{p_split}/")
     assert "itdr_worker_corrupt_batches_total" in metrics
     assert "itdr_worker_alerts_total" in metrics
+    # durable = covered by a periodic snapshot, which the worker timed
+    snap = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith("itdr_worker_snapshot_seconds_count ")]
+    assert snap and snap[0] >= 1
