@@ -7,7 +7,7 @@ domain; once the worker has processed it, the same domain's next hour (the same 
 hour later). It measures in the same run:
 
 * the ceiling: a plain confluent-kafka consumer + ``wire.decode`` over the same topics, on
-  the core the worker gets;
+  the core the worker gets (the better of two reads);
 * the worker: a real ``itdr worker`` process (Faust app, full detector catalogue) pinned to
   ONE core that nothing else of the bench uses (the embedded broker, the bench's producers
   and its alert consumer are pinned to the other cores; left to the scheduler, the broker
@@ -253,7 +253,10 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         _produce_all(p, names, msgs)
         say(f"produced in {time.perf_counter() - t:.1f}s")
 
-        ceiling, _ = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)
+        # the best of two reads (a ceiling is a best case: a single read ranged 0.85-1.66M
+        # events/s from run to run here)
+        ceiling = max(_ceiling(kafka, names, topics.partitions, len(msgs), worker_core)[0]
+                      for _ in range(2))
         say(f"ceiling (confluent-kafka consume + wire.decode on the worker's core "
             f"{min(worker_core)}): {ceiling:,.0f} events/s")
 
