@@ -386,7 +386,8 @@ class Engine:
                                entities={k: [] for k in Entities.model_fields})
                 opened[key] = oa
             # evidence lists, each capped (an empty value, a full list or a value already
-            # there leaves a list as it is)
+            # there leaves a list as it is); written out, because a loop over (value, list)
+            # pairs builds a tuple per hit -- this runs for every hit of an alert storm
             e = oa.entities
             lst = oa.dcs
             if comp and len(lst) < ml and comp not in lst:

@@ -4,12 +4,14 @@ shadow-credentials, samaccountname-spoofing. (brute-force lives in
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
 from stream.schema import (FLAG_LOCAL_SOURCE, FLAG_MACHINE, FLAG_TARGET_MACHINE, key_hash)
 
-from ..base import MAX_DETAIL_ITEMS, Detector, Param, add_unique, register
+from ..base import MAX_DETAIL_ITEMS, Detector, Param, register
 from ..features import (T_DC, T_HONEYTOKEN, T_MACHINE_NAME,
                         T_SENSITIVE_ACCOUNT, T_SYNC_ACCOUNT, DerivedHashes, string_feature)
 from ..kernels.common import distinct_in_window, distinct_push, row_of, set_contains
@@ -295,16 +297,8 @@ class Kerberoasting(Detector):
         into["encryption"] = enc
 
 
-_HEX: dict[int, str] = {}
-
-
-def _hex(v: int) -> str:
-    s = _HEX.get(v)
-    if s is None:
-        if len(_HEX) > 4096:
-            _HEX.clear()
-        s = _HEX[v] = hex(v)
-    return s
+# a roasting storm renders the same few encryption types for every hit
+_hex = functools.lru_cache(maxsize=256)(hex)
 
 
 # ============================================================================================
