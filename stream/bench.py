@@ -146,9 +146,11 @@ def _produce_all(p, names, msgs) -> None:
 
 
 def _ceiling(kafka, names, partitions: int, total_msgs: int,
-             core: set[int] | None = None) -> tuple[float, int]:
+             core: set[int] | None = None) -> tuple[float, int, float]:
     """Plain confluent-kafka consume + ``wire.decode`` of the topics; with ``core``, on that
-    core (the consumer's threads are created by this thread while it is pinned there)."""
+    core (the consumer's threads are created by this thread while it is pinned there).
+    Returns (events/s, events, busy): busy = this process's CPU time / the read's wall time
+    (~0.35 here: the consumer mostly waits on fetches, it does not run out of CPU)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from . import wire
@@ -164,7 +166,7 @@ def _ceiling(kafka, names, partitions: int, total_msgs: int,
 
 
 def _consume_decode(kafka, names, partitions, total_msgs, Consumer, OFFSET_BEGINNING,
-                    TopicPartition, wire) -> tuple[float, int]:
+                    TopicPartition, wire) -> tuple[float, int, float]:
     c = Consumer({**kafka.as_librdkafka(), "group.id": f"bench-ceiling-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "fetch.message.max.bytes": 8 * 1024 * 1024,
                   "max.partition.fetch.bytes": 8 * 1024 * 1024,
@@ -175,6 +177,7 @@ def _consume_decode(kafka, names, partitions, total_msgs, Consumer, OFFSET_BEGIN
     # the clock starts at assignment: fetching is part of the ceiling (starting it at the
     # first message measured only the decode of already-prefetched data)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     deadline = time.monotonic() + 300
     while n_msgs < total_msgs and time.monotonic() < deadline:
         for m in c.consume(256, 1.0):
@@ -183,8 +186,9 @@ def _consume_decode(kafka, names, partitions, total_msgs, Consumer, OFFSET_BEGIN
             n_ev += wire.decode(m.value()).n
             n_msgs += 1
     dt = time.perf_counter() - t0
+    busy = (time.process_time() - c0) / dt if dt > 0 else 0.0
     c.close()
-    return (n_ev / dt if dt > 0 else 0.0), n_ev
+    return (n_ev / dt if dt > 0 else 0.0), n_ev, busy
 
 
 def _hist(text: str, name: str) -> dict[float, float]:
@@ -269,9 +273,10 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         # read again once the worker has stopped; the ceiling is the better read (a ceiling
         # is a best case: right after production one read ranged 0.85-1.66M events/s from
         # run to run here, twice below the worker's own rate later in the run)
-        ceiling = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)[0]
+        ceiling, _, busy = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)
         say(f"ceiling (confluent-kafka consume + wire.decode on the worker's core "
-            f"{min(worker_core)}): {ceiling:,.0f} events/s")
+            f"{min(worker_core)}): {ceiling:,.0f} events/s, the consumer busy {busy:.0%} of "
+            f"the read (the rest: waiting on fetches)")
 
         # -- the worker, on one core --------------------------------------------------------
         import yaml
@@ -485,8 +490,9 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
             say(f"  {d:32s} {sec:7.3f}s")
         _stop_worker(worker, say)
         worker = None
-        ceiling2 = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)[0]
-        say(f"ceiling read again with the worker stopped: {ceiling2:,.0f} events/s")
+        ceiling2, _, busy = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)
+        say(f"ceiling read again with the worker stopped: {ceiling2:,.0f} events/s, the "
+            f"consumer busy {busy:.0%}")
         ceiling = max(ceiling, ceiling2)
         out = {"events_per_s": round(eps), "ceiling_events_per_s": round(ceiling),
                "ratio": round(eps / ceiling, 3) if ceiling else None,
