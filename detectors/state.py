@@ -188,32 +188,35 @@ class SlotState:
             cols = head["cols"]
         except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise corrupt(f"bad header ({e})") from e
-        if n < 0:
-            raise corrupt(f"{n} rows")
+        # everything is checked against the detector's columns and the data's length before
+        # the state is allocated (a damaged header must not ask for terabytes)
+        proto = cls(spec, capacity=0).cols
+        try:
+            layout = [(str(name), np.dtype(dt), tuple(int(x) for x in tail))
+                      for name, dt, tail in cols]
+        except (TypeError, ValueError) as e:
+            raise corrupt(f"bad column list ({e})") from e
+        if sorted(name for name, _, _ in layout) != sorted(proto):
+            raise corrupt(f"columns {[name for name, _, _ in layout]} do not match the "
+                          f"detector's {sorted(proto)}")
+        for name, dt, tail in layout:
+            if dt != proto[name].dtype or tail != proto[name].shape[1:]:
+                raise corrupt(f"state column {name} has wrong shape or type")
+        size = 8 * n + sum(n * int(np.prod(tail, dtype=np.int64)) * dt.itemsize
+                           for _, dt, tail in layout)
+        if n < 0 or off + size != len(mv):
+            raise corrupt(f"{n} rows need {size} bytes of data, the snapshot has "
+                          f"{len(mv) - off}")
         st = cls(spec, capacity=n)
-        if sorted(c[0] for c in cols) != sorted(st.cols):
-            raise corrupt(f"columns {[c[0] for c in cols]} do not match the detector's "
-                          f"{sorted(st.cols)}")
-
-        def take(dtype: np.dtype, shape: tuple) -> np.ndarray:
-            nonlocal off
-            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if off + size > len(mv):
-                raise corrupt("truncated")
-            a = np.frombuffer(mv[off:off + size], dtype=dtype).reshape(shape)
-            off += size
-            return a
-
-        keys = take(np.dtype(np.uint64), (n,))
+        keys = np.frombuffer(mv[off:off + 8 * n], dtype=np.uint64)
+        off += 8 * n
         if np.any(keys == 0) or len(np.unique(keys)) != n:
             raise StateError("detector state snapshot has zero or duplicate keys")
-        for name, dt, tail in cols:
+        for name, dt, tail in layout:
             col = st.cols[name]
-            if np.dtype(dt) != col.dtype or tuple(tail) != col.shape[1:]:
-                raise corrupt(f"state column {name} has wrong shape or type")
-            col[:n] = take(col.dtype, (n, *col.shape[1:]))
-        if off != len(mv):
-            raise corrupt(f"{len(mv) - off} trailing bytes")
+            nb = n * int(np.prod(tail, dtype=np.int64)) * dt.itemsize
+            col[:n] = np.frombuffer(mv[off:off + nb], dtype=dt).reshape((n, *tail))
+            off += nb
         st._reindex(keys.copy(), _index_cap(st.rows), st.rows)
         return st
 

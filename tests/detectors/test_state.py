@@ -169,6 +169,13 @@ def test_a_damaged_format_3_snapshot_is_a_state_error_not_a_wrong_state():
         "wrong row shape": with_head({**head, "cols": [[n, d, [8] if n == "ring" else t]
                                                        for n, d, t in head["cols"]]}),
         "more rows than data": with_head({**head, "rows": head["rows"] + 1}),
+        # refused before allocating (10**12 rows would be terabytes)
+        "absurd row count": with_head({**head, "rows": 10**12}),
+        "negative row count": with_head({**head, "rows": -1}),
+        "column list not a list": with_head({**head, "cols": 5}),
+        "column entry malformed": with_head({**head, "cols": [["v"]] + head["cols"][1:]}),
+        "unknown dtype": with_head({**head, "cols": [[n, "nonsense", t]
+                                                     for n, d, t in head["cols"]]}),
     }
     for what, data in bad.items():
         with pytest.raises(StateError):
