@@ -333,6 +333,10 @@ def channel_ok(eid: int, channel: str, provider: str) -> bool:
         ch == "" and pv == "")
 
 
+def _unexpected(e: Exception) -> NormalizationError:
+    return NormalizationError(f"normalization failed: {type(e).__name__}: {str(e)[:300]}")
+
+
 class Normalizer:
     """Stateless-ish normalizer with counters (unknown / normalized / errors)."""
 
@@ -349,7 +353,16 @@ class Normalizer:
         consume). Well-formed records of consumed ids run the function compiled for their id
         from :data:`EVENT_TABLE`; anything else takes :meth:`normalize_reference` (the
         generic table walk). Both give identical dicts (tests/collectors/
-        test_normalize_equivalence.py)."""
+        test_normalize_equivalence.py). Any failure is a :class:`NormalizationError` (the
+        caller dead-letters the record and goes on)."""
+        try:
+            return self._normalize(rec)
+        except NormalizationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. a value orjson cannot encode
+            raise _unexpected(e) from e
+
+    def _normalize(self, rec: dict) -> dict | None:
         try:
             eid = rec["_eid"]
             time_ms = rec["_time_ms"]
@@ -383,6 +396,14 @@ class Normalizer:
     def normalize_reference(self, rec: dict) -> dict | None:
         """The generic walk over :data:`EVENT_TABLE`: the specification of
         :meth:`normalize` (kept for the equivalence test and for unusual records)."""
+        try:
+            return self._normalize_reference(rec)
+        except NormalizationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as normalize()
+            raise _unexpected(e) from e
+
+    def _normalize_reference(self, rec: dict) -> dict | None:
         try:
             eid = rec["_eid"]
             time_ms = rec["_time_ms"]

@@ -158,3 +158,81 @@ def test_columnar_batch_build_matches_reference():
                 b.add(ev)
             assert wire.encode(b.build()) == wire.encode(b.build_reference()), (size, i)
     assert wire.encode(BatchBuilder().build()) == wire.encode(BatchBuilder().build_reference())
+
+
+def test_columnar_batch_build_matches_reference_synthetic():
+    """Without the samples: every consumed event id normalized from odd records (values
+    absent, empty, non-ASCII, repeated), plus hand-made events with explicit None numbers
+    and a lone surrogate, built into batches of several sizes: the fast column builder gives
+    the reference's bytes."""
+    from collectors.batcher import BatchBuilder
+    from stream import wire
+
+    n = Normalizer()
+    evs = []
+    for eid in sorted(EVENT_TABLE):
+        for kw in ({}, {"TargetUserName": "İlker"}, {"IpAddress": ""}, {"ServiceName": None},
+                   {"Status": "0x0"},
+                   {"_channel": "System", "_provider": "Service Control Manager"}):
+            ev = n.normalize(_base(eid, **kw))
+            if ev is not None:
+                evs.append(ev)
+    evs += [{"time_ms": 5, "event_id": 4624, "status": None, "account": "corp\\a"},
+            {"time_ms": 6, "event_id": 4625, "account": "corp\\a", "src_ip": "10.0.0.1",
+             "ticket_encryption": None},
+            {"time_ms": 7, "event_id": 4769, "service": "svc\ud800x"}]
+    assert len(evs) > 100
+    for size in (1, 3, 7, 64, len(evs)):
+        for i in range(0, len(evs), size):
+            b = BatchBuilder(0, 1)
+            for ev in evs[i:i + size]:
+                b.add(ev)
+            assert wire.encode(b.build()) == wire.encode(b.build_reference()), (size, i)
+
+
+def test_a_record_the_normalizer_cannot_handle_is_dead_lettered_and_the_source_goes_on():
+    """A failure inside the normalizer that is not one of its own checks (here: orjson cannot
+    encode a lone UTF-16 surrogate in the extra fields) is a NormalizationError with the
+    cause, so the collector dead-letters that record with the reason instead of stopping
+    (``itdr scan`` counts it and goes on); the records around it are batched."""
+    from collectors.pipeline import CollectorPipeline
+    from stream import dlq
+    from stream.settings import TopicSettings
+
+    class Recording:
+        backpressure = False
+
+        class epochs:
+            @staticmethod
+            def lag_events() -> int:
+                return 0
+
+        def __init__(self):
+            self.batches, self.raw = [], []
+
+        def send_batch(self, m):
+            self.batches.append(m)
+
+        def send_raw(self, topic, value, *, key=None, headers=None):
+            self.raw.append((topic, value, dlq.parse_headers(headers)))
+
+        def close_epoch(self, positions, n_read=0):
+            return 0
+
+    prod = Recording()
+    pipe = CollectorPipeline(prod, TopicSettings(partitions=1), sources=[], dual_key=False)
+    from stream.errors import NormalizationError
+
+    bad = _base(4624, SubjectUserName="svc\ud800x")
+    for fn in (Normalizer().normalize, Normalizer().normalize_reference):
+        with pytest.raises(NormalizationError, match="normalization failed: TypeError"):
+            fn(bad)
+    for i, rec in enumerate((_base(4624), bad, _base(4625))):
+        pipe.process_item(rec, None, f"test#{i}", f"raw{i}".encode(), "s", None)
+    pipe.flush_epoch()
+    assert sum(m.n_events for m in prod.batches) == 2
+    assert len(prod.raw) == 1
+    topic, value, h = prod.raw[0]
+    assert topic == TopicSettings(partitions=1).name("dlq") and value == b"raw1"
+    assert "normalization failed: TypeError" in h[dlq.REASON]
+    assert pipe.stats.dead_lettered == 1 and pipe.stats.normalized == 2
