@@ -391,7 +391,7 @@ class Normalizer:
                 self.unknown += 1
                 self.unknown_ids[eid] = self.unknown_ids.get(eid, 0) + 1
                 return None
-        return self.normalize_reference(rec)
+        return self._normalize_reference(rec)
 
     def normalize_reference(self, rec: dict) -> dict | None:
         """The generic walk over :data:`EVENT_TABLE`: the specification of

@@ -320,21 +320,13 @@ class Engine:
         # process hits in event order, then detector id (deterministic regardless of the
         # detectors' order; a stable sort keeps a detector's own order for one event)
         parts = hits.parts
-        if len(parts) == 1:
-            did0, idx, ent, cnt, first, aux = parts[0]
-            order = np.argsort(idx, kind="stable")
-            dids = [did0] * len(idx)
-        else:
-            names = sorted({pt[0] for pt in parts})
-            code = {d: c for c, d in enumerate(names)}
-            idx = np.concatenate([pt[1] for pt in parts])
-            dcode = np.concatenate([np.full(len(pt[1]), code[pt[0]], np.int64) for pt in parts])
-            ent = np.concatenate([pt[2] for pt in parts])
-            cnt = np.concatenate([pt[3] for pt in parts])
-            first = np.concatenate([pt[4] for pt in parts])
-            aux = np.concatenate([pt[5] for pt in parts])
-            order = np.lexsort((dcode, idx))
-            dids = [names[c] for c in dcode[order].tolist()]
+        names = sorted({pt[0] for pt in parts})
+        code = {d: c for c, d in enumerate(names)}
+        idx, ent, cnt, first, aux = (np.concatenate([pt[j] for pt in parts])
+                                     for j in range(1, 6))
+        dcode = np.concatenate([np.full(len(pt[1]), code[pt[0]], np.int64) for pt in parts])
+        order = np.lexsort((dcode, idx))
+        dids = [names[c] for c in dcode[order].tolist()]
         rix = idx[order]
         # the evidence columns of every hit row, gathered and decoded once per batch
         sidx = batch.strcols[_EV_IDX[:, None], rix[None, :]]
@@ -386,44 +378,21 @@ class Engine:
                                entities={k: [] for k in Entities.model_fields})
                 opened[key] = oa
             # evidence lists, each capped (an empty value, a full list or a value already
-            # there leaves a list as it is); written out, because a loop over (value, list)
-            # pairs builds a tuple per hit -- this runs for every hit of an alert storm
-            e = oa.entities
+            # there leaves a list as it is); accounts and hosts take two columns, in order
             lst = oa.dcs
             if comp and len(lst) < ml and comp not in lst:
                 lst.append(comp)
             lst = oa.event_ids
             if eid and len(lst) < ml and eid not in lst:
                 lst.append(eid)
-            if ip:
-                lst = e["ips"]
-                if len(lst) < ml and ip not in lst:
-                    lst.append(ip)
-            if svc:
-                lst = e["spns"]
-                if len(lst) < ml and svc not in lst:
-                    lst.append(svc)
-            if grp:
-                lst = e["groups"]
-                if len(lst) < ml and grp not in lst:
-                    lst.append(grp)
-            if obj:
-                lst = e["objects"]
-                if len(lst) < ml and obj not in lst:
-                    lst.append(obj)
-            # two columns each (in this order)
-            if account or target:
-                lst = e["accounts"]
-                if account and len(lst) < ml and account not in lst:
-                    lst.append(account)
-                if target and len(lst) < ml and target not in lst:
-                    lst.append(target)
-            if src_host or tgt_host:
-                lst = e["hosts"]
-                if src_host and len(lst) < ml and src_host not in lst:
-                    lst.append(src_host)
-                if tgt_host and len(lst) < ml and tgt_host not in lst:
-                    lst.append(tgt_host)
+            e = oa.entities
+            for v, name in ((ip, "ips"), (svc, "spns"), (grp, "groups"), (obj, "objects"),
+                            (account, "accounts"), (target, "accounts"),
+                            (src_host, "hosts"), (tgt_host, "hosts")):
+                if v:
+                    lst = e[name]
+                    if len(lst) < ml and v not in lst:
+                        lst.append(v)
             lst = oa.record_ids
             if rec and len(lst) < mr and rec not in lst:
                 lst.append(rec)

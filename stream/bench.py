@@ -12,9 +12,10 @@ hour later). It measures in the same run:
 * the worker: a real ``itdr worker`` process (Faust app, full detector catalogue) pinned to
   ONE core that nothing else of the bench uses (the embedded broker, the bench's producers
   and its alert consumer are pinned to the other cores; left to the scheduler, the broker
-  shared the worker's core in some runs), consuming the same records from the start; events/s from its /metrics. The first
-  hour is reported as ``cold_events_per_s`` (every identity, host and string is new to the
-  worker: string features computed, state rows created); ``events_per_s`` is the second hour,
+  shared the worker's core in some runs), consuming the same records from the start;
+  events/s from its /metrics. The first hour is reported as ``cold_events_per_s`` (every
+  identity, host and string is new to the worker: string features computed, state rows
+  created); ``events_per_s`` is the second hour,
   the steady state of a worker that has seen its domain before, timed from the moment the
   whole hour is in the broker (no producer competes with the worker);
 * latency at half the steady rate, for ``ITDR_BENCH_LATENCY_S`` (6) seconds each:
@@ -159,36 +160,30 @@ def _ceiling(kafka, names, partitions: int, total_msgs: int,
     if core:
         os.sched_setaffinity(0, core)
     try:
-        return _consume_decode(kafka, names, partitions, total_msgs, Consumer,
-                               OFFSET_BEGINNING, TopicPartition, wire)
+        c = Consumer({**kafka.as_librdkafka(), "group.id": f"bench-ceiling-{uuid.uuid4().hex}",
+                      "enable.auto.commit": False, "fetch.message.max.bytes": 8 * 1024 * 1024,
+                      "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                      "receive.message.max.bytes": 1 << 30})
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in names.values()
+                  for p in range(partitions)])
+        n_msgs = n_ev = 0
+        # the clock starts at assignment: fetching is part of the ceiling (starting it at the
+        # first message measured only the decode of already-prefetched data)
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        deadline = time.monotonic() + 300
+        while n_msgs < total_msgs and time.monotonic() < deadline:
+            for m in c.consume(256, 1.0):
+                if m.error():
+                    continue
+                n_ev += wire.decode(m.value()).n
+                n_msgs += 1
+        dt = time.perf_counter() - t0
+        busy = (time.process_time() - c0) / dt if dt > 0 else 0.0
+        c.close()
+        return (n_ev / dt if dt > 0 else 0.0), n_ev, busy
     finally:
         os.sched_setaffinity(0, before)
-
-
-def _consume_decode(kafka, names, partitions, total_msgs, Consumer, OFFSET_BEGINNING,
-                    TopicPartition, wire) -> tuple[float, int, float]:
-    c = Consumer({**kafka.as_librdkafka(), "group.id": f"bench-ceiling-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "fetch.message.max.bytes": 8 * 1024 * 1024,
-                  "max.partition.fetch.bytes": 8 * 1024 * 1024,
-                  "receive.message.max.bytes": 1 << 30})
-    c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in names.values()
-              for p in range(partitions)])
-    n_msgs = n_ev = 0
-    # the clock starts at assignment: fetching is part of the ceiling (starting it at the
-    # first message measured only the decode of already-prefetched data)
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    deadline = time.monotonic() + 300
-    while n_msgs < total_msgs and time.monotonic() < deadline:
-        for m in c.consume(256, 1.0):
-            if m.error():
-                continue
-            n_ev += wire.decode(m.value()).n
-            n_msgs += 1
-    dt = time.perf_counter() - t0
-    busy = (time.process_time() - c0) / dt if dt > 0 else 0.0
-    c.close()
-    return (n_ev / dt if dt > 0 else 0.0), n_ev, busy
 
 
 def _hist(text: str, name: str) -> dict[float, float]:

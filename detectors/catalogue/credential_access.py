@@ -261,33 +261,31 @@ class Kerberoasting(Detector):
                         st["a_ts"], st["last"], int(self.p["window_s"] * 1000),
                         int(self.p["threshold"]), int(self.p["fanout_threshold"]),
                         out_idx, out_cnt, out_first, out_aux, out_kind)
-        self._kind = dict(zip(out_idx[:m].tolist(), out_kind[:m].tolist()))
+        self._facts = {}
         if m:
             idx = out_idx[:m]
             hits.add(self.id, idx, ctx.key[idx], out_cnt[:m], out_first[:m], out_aux[:m])
-            # per hit: (reason, encryption as text, service) for merge_details (a roasting
-            # storm merges one per hit)
+            # per hit: (reason, encryption as text, service), for details / merge_details (a
+            # roasting storm merges one per hit)
             reasons = self._REASONS
             S = batch.string
             self._facts = {i: (reasons.get(k, "roasting"), _hex(e), S(v)) for i, k, e, v in zip(
                 idx.tolist(), out_kind[:m].tolist(), batch.ticket_encryption[idx].tolist(),
                 batch.service[idx].tolist())}
-        else:
-            self._facts = {}
+
+    def _fact(self, batch, i) -> tuple[str, str, str]:
+        f = getattr(self, "_facts", {}).get(i)
+        if f is None:       # not a hit of this detector's last run
+            f = ("roasting", _hex(int(batch.ticket_encryption[i])), batch.get("service", i))
+        return f
 
     def details(self, batch, i, aux):
-        kind = getattr(self, "_kind", {}).get(i, 0)
-        return {"reason": [self._REASONS.get(kind, "roasting")],
-                "spns": [batch.get("service", i)],
-                "encryption": hex(int(batch.ticket_encryption[i]))}
+        reason, enc, svc = self._fact(batch, i)
+        return {"reason": [reason], "spns": [svc], "encryption": enc}
 
     def merge_details(self, into, batch, i, aux):
         # details() merged without building it: the same keys in the same order
-        f = getattr(self, "_facts", {}).get(i)
-        if f is None:       # not a hit of this detector's last run: as details() says
-            f = (self._REASONS.get(getattr(self, "_kind", {}).get(i, 0), "roasting"),
-                 _hex(int(batch.ticket_encryption[i])), batch.get("service", i))
-        reason, enc, svc = f
+        reason, enc, svc = self._fact(batch, i)
         cur = into.setdefault("reason", [])
         if isinstance(cur, list) and reason not in cur and len(cur) < MAX_DETAIL_ITEMS:
             cur.append(reason)

@@ -56,7 +56,8 @@ def test_setting_is_validated_and_reaches_the_worker(kafka, topics, tmp_path):
     for bad in (0, 1.5):
         with pytest.raises(ValidationError, match="snapshot_max_share"):
             Settings(worker={"snapshot_max_share": bad})
-    s = Settings(kafka=kafka, topics=topics, worker={"state_dir": str(tmp_path / "state"), "web_port": free_port(),
+    s = Settings(kafka=kafka, topics=topics,
+                 worker={"state_dir": str(tmp_path / "state"), "web_port": free_port(),
                          "snapshot_interval_s": 3.0, "snapshot_max_share": 0.07})
     app, core = build_app(s)
     try:
