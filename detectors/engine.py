@@ -330,8 +330,7 @@ class Engine:
         rix = idx[order]
         # the evidence columns of every hit row, gathered and decoded once per batch
         sidx = batch.strcols[_EV_IDX[:, None], rix[None, :]]
-        S = batch.string
-        dec = {u: S(u) for u in np.unique(sidx).tolist()}
+        dec = batch.decode_many(np.unique(sidx))
         (acc_c, tgt_c, srch_c, tgth_c, comp_c, ip_c, svc_c, grp_c, obj_c) = (
             [dec[x] for x in col] for col in sidx.tolist())
         gex = self.global_excl

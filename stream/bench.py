@@ -50,6 +50,7 @@ import uuid
 
 import numpy as np
 
+from .cpus import CpuProbe, pin_process, split_cores
 from .schema import KEY_ACCOUNT, KEY_SOURCE
 
 
@@ -75,23 +76,6 @@ def _metric_by_label(text: str, name: str, label: str) -> dict[str, float]:
     return out
 
 
-def _pin_process(pid: int, cpus: set[int]) -> int:
-    """Pin every thread of process ``pid`` to ``cpus`` (a thread's affinity is its own: new
-    threads inherit their creator's). Returns the threads pinned (0 where not permitted)."""
-    n = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        tids = [str(pid)]
-    for tid in tids:
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-            n += 1
-        except OSError:
-            pass
-    return n
-
-
 def _stop_worker(worker, say) -> None:
     if worker.poll() is None:
         os.killpg(worker.pid, signal.SIGTERM)
@@ -102,15 +86,6 @@ def _stop_worker(worker, say) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(10)
-
-
-def _cores() -> tuple[set[int], set[int]]:
-    """(the worker's core, the others): the worker gets one core to itself; the broker, the
-    bench's producers and its alert consumer run on the rest (on a one-core machine they
-    share it)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    worker = {cpus[-1]}
-    return worker, (set(cpus[:-1]) or worker)
 
 
 def _times(value: bytes) -> tuple[int, int]:
@@ -209,7 +184,7 @@ def cmd_bench_stream(args) -> int:
     # the worker's core is its own: this process (its producers and consumers are created
     # by this thread and inherit its affinity) and the embedded broker run on the others;
     # the ceiling consumer runs on the worker's core
-    worker_core, other_cores = _cores()
+    worker_core, other_cores = split_cores()
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, other_cores)
     try:
@@ -234,13 +209,16 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
     else:
         broker = EmbeddedBroker().start()
         kafka = broker.kafka_settings()
-        _pin_process(broker.proc.pid, other_cores)
+        pin_process(broker.proc.pid, other_cores)
     topics = TopicSettings(prefix=f"bench{uuid.uuid4().hex[:6]}.", partitions=4)
     ensure_topics(kafka, topics)
     names = {KEY_ACCOUNT: topics.name("events"), KEY_SOURCE: topics.name("events_by_source")}
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     tmp = tempfile.mkdtemp(prefix="itdr-bench-")
     worker = None
+    probe = CpuProbe(worker_core | other_cores).__enter__()
+    wcpu, ocpu = min(worker_core), min(other_cores)
+    windows: dict[str, tuple[int, int]] = {}
     try:
         t = time.perf_counter()
         # the domain's two hours end a minute before now, so that the latency phase (stamped
@@ -268,7 +246,9 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         # read again once the worker has stopped; the ceiling is the better read (a ceiling
         # is a best case: right after production one read ranged 0.85-1.66M events/s from
         # run to run here, twice below the worker's own rate later in the run)
+        w0 = probe.now()
         ceiling, _, busy = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)
+        windows["ceiling"] = (w0, probe.now())
         say(f"ceiling (confluent-kafka consume + wire.decode on the worker's core "
             f"{min(worker_core)}): {ceiling:,.0f} events/s, the consumer busy {busy:.0%} of "
             f"the read (the rest: waiting on fetches)")
@@ -359,6 +339,7 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         t_p = time.perf_counter()
         _produce_all(p, names, hour2)
         t2 = time.perf_counter()
+        w2 = probe.now()
         n2 = _metric_sum(scrape() or "", "itdr_worker_events_total")
         if n2 < total_ev:
             t2, n2 = t_p, float(total_ev)
@@ -369,6 +350,7 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         else:   # hour 2 processed while it was produced (tiny --events)
             eps, text = total_ev / max(t2 - t_p, 1e-9), scrape() or ""
         t_done = time.perf_counter()
+        windows["steady"] = (w2, probe.now())
         say(f"worker, second hour (steady state): {eps:,.0f} events/s on one core "
             f"({eps / ceiling:.2f} of the ceiling)")
         det = _metric_by_label(text, "itdr_worker_detector_seconds_total", "detector")
@@ -441,6 +423,7 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         # precompute the shifted batches (shift decodes and re-encodes: not on the clock)
         for j in range(min(len(hour2) * 2, int(rate * dur / max(1, total_ev / len(hour2))) + 64)):
             live(j, hour2[j % len(hour2)][2], 0)
+        w0 = probe.now()
         sent, n_sent = paced(hour2, live)
         produced += n_sent
         spans: dict[int, list[tuple[int, int, int]]] = {KEY_ACCOUNT: [], KEY_SOURCE: []}
@@ -452,6 +435,7 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
             ats = [at for lo, hi, at in spans[kind] if lo <= a.last_seen_ms <= hi]
             if ats:
                 lat.append(created - min(ats))
+        windows["latency"] = (w0, probe.now())
         p50, p99 = _pct(lat, 50), _pct(lat, 99)
         say(f"latency at {rate:,.0f} events/s for {dur:.0f}s (the domain's traffic, "
             f"continuing from now): {len(lat)} alert versions, p50 {p50:.0f} ms, p99 "
@@ -462,10 +446,12 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         # event time. Its timeline continues after the live hours'.
         t_storm = t_live + 3 * hour_ms
         off = t_storm - int(time.time() * 1000)
+        w0 = probe.now()
         _sent, n_sent = paced(msgs, lambda j, value, now_ms: restamp(value, now_ms + off))
         produced += n_sent
         storm = [created + off - a.last_seen_ms
                  for a, created in drain_alerts(t_storm, produced)]
+        windows["storm"] = (w0, probe.now())
         s50, s99 = _pct(storm, 50), _pct(storm, 99)
         say(f"alert-storm latency at {rate:,.0f} events/s for {dur:.0f}s: {len(storm)} alert "
             f"versions, p50 {s50:.0f} ms, p99 {s99:.0f} ms (event time -> alert produced)")
@@ -485,23 +471,35 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
             say(f"  {d:32s} {sec:7.3f}s")
         _stop_worker(worker, say)
         worker = None
+        w0 = probe.now()
         ceiling2, _, busy = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)
+        windows["ceiling_again"] = (w0, probe.now())
         say(f"ceiling read again with the worker stopped: {ceiling2:,.0f} events/s, the "
             f"consumer busy {busy:.0%}")
         ceiling = max(ceiling, ceiling2)
+        # how fast each core ran while it was measured: this machine's cores run at half
+        # speed for seconds at a time (the probe's workload: ~0.7 ms at best, ~1.4 ms slow)
+        speed = {"best": {"worker_core": probe.best_ms(wcpu), "other_cores": probe.best_ms(ocpu)},
+                 **{name: {"worker_core": probe.median_ms(wcpu, *w),
+                           "other_cores": probe.median_ms(ocpu, *w)}
+                    for name, w in windows.items()}}
+        say("CPU probe, median ms of a fixed workload while measured (worker core / broker "
+            "core; lower is faster): " + ", ".join(
+                f"{k} {v['worker_core']} / {v['other_cores']}" for k, v in speed.items()))
         out = {"events_per_s": round(eps), "ceiling_events_per_s": round(ceiling),
                "ratio": round(eps / ceiling, 3) if ceiling else None,
                "cold_events_per_s": round(cold),
                "p50_latency_ms": round(p50, 1), "p99_latency_ms": round(p99, 1),
                "latency_alerts": len(lat), "storm_p50_latency_ms": round(s50, 1),
                "storm_p99_latency_ms": round(s99, 1), "storm_alerts": len(storm),
-               "detectors": n_det}
+               "detectors": n_det, "cpu_probe_ms": speed}
         if args.json:
             print(json.dumps(out))
         else:
             say(json.dumps(out))
         return 0
     finally:
+        probe.__exit__(None, None, None)
         if worker is not None:
             _stop_worker(worker, say)
         if broker is not None:

@@ -21,6 +21,13 @@ def test_bench_stream_reports_throughput_and_both_latencies():
               "storm_p99_latency_ms", "storm_alerts", "detectors"):
         assert k in out, k
     assert out["events_per_s"] > 0 and out["cold_events_per_s"] > 0
+    # the cores' speed while each part was measured (the probes ran through the whole run;
+    # the paced latency phases last over a second, so they hold samples on both cores)
+    cpu = out["cpu_probe_ms"]
+    assert set(cpu) == {"best", "ceiling", "steady", "latency", "storm", "ceiling_again"}
+    for phase in ("best", "latency", "storm"):
+        assert 0 < cpu[phase]["worker_core"] < 100 and 0 < cpu[phase]["other_cores"] < 100
+    assert cpu["best"]["worker_core"] <= cpu["storm"]["worker_core"]
     assert out["ceiling_events_per_s"] > 0
     assert out["detectors"] >= 30
     # the live phase's alerts are the injected attacks of the domain's next hours; the storm
@@ -31,9 +38,9 @@ def test_bench_stream_reports_throughput_and_both_latencies():
 
 
 def test_bench_core_placement_pins_every_thread_of_a_process():
-    from stream.bench import _cores, _pin_process
+    from stream.cpus import pin_process, split_cores
 
-    worker, others = _cores()
+    worker, others = split_cores()
     cpus = os.sched_getaffinity(0)
     assert len(worker) == 1 and worker <= cpus and others <= cpus
     assert not (worker & others) or len(cpus) == 1     # the worker's core is its own
@@ -43,7 +50,7 @@ def test_bench_core_placement_pins_every_thread_of_a_process():
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "up"
-        assert _pin_process(child.pid, worker) == 4
+        assert pin_process(child.pid, worker) == 4
         for tid in os.listdir(f"/proc/{child.pid}/task"):
             assert os.sched_getaffinity(int(tid)) == worker
     finally:
