@@ -335,7 +335,7 @@ def run_bench(files: list[str], events: int, bootstrap: str | None = None,
     from .producer import BatchProducer
     from .spool import Spool
 
-    from stream.cpus import CpuProbe, pin_process, split_cores
+    from stream.cpus import pin_process, split_cores
 
     # the pipeline (and its producer's threads, created by this thread) on one core of its
     # own, the embedded broker on the others; the ceiling reads run on the same core
@@ -349,31 +349,23 @@ def run_bench(files: list[str], events: int, bootstrap: str | None = None,
         kafka = broker.kafka_settings()
         pin_process(broker.proc.pid, others)
     os.sched_setaffinity(0, core)
-    probe = CpuProbe(core | others).__enter__()
-    windows: dict[str, tuple[int, int]] = {}
     try:
         topics = TopicSettings(prefix=f"bench{int(time.time())}.", partitions=4)
         ensure_topics(kafka, topics)
-        w0 = probe.now()
         n1, t1, c1 = ceiling(files, events)
         n1b, t1b, c1b = ceiling(files, events)
-        windows["ceiling"] = (w0, probe.now())
         with tempfile.TemporaryDirectory(prefix="itdr-bench-") as tmp:
             prod = BatchProducer(kafka, topics, Spool(Path(tmp) / "spool"),
                                  client_suffix="bench")
             src = RepeatSource(files, events)
             pipe = CollectorPipeline(prod, topics, sources=[src], linger_ms=200.0,
                                      budget=50_000)
-            w0 = probe.now()
             t0 = time.perf_counter()
             cpu0 = time.process_time()
             rep = pipe.run(flush_timeout=120)
             el = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
-            windows["pipeline"] = (w0, probe.now())
-        w0 = probe.now()
         n2, t2, c2 = ceiling(files, events)
-        windows["ceiling_again"] = (w0, probe.now())
         ceil = max(n1 / t1, n1b / t1b, n2 / t2)
         ceil_cpu = max(n1 / c1, n1b / c1b, n2 / c2)
         rate = rep["read"] / el
@@ -388,14 +380,8 @@ def run_bench(files: list[str], events: int, bootstrap: str | None = None,
                 "batches": rep["batches"], "delivered_events": rep["delivered_events"],
                 "elapsed_s": round(el, 3), "process_cpu_s": round(cpu, 3),
                 "files": len(files), "flushed": rep["flushed"], **(info or {}),
-                "loadavg_1m": round(os.getloadavg()[0], 2),
-                # this machine's cores run at half speed for seconds at a time: the median
-                # time of a fixed workload on the pipeline's core while each part ran
-                "cpu_probe_ms": {"best": probe.best_ms(min(core)),
-                                 **{k: probe.median_ms(min(core), *w)
-                                    for k, w in windows.items()}}}
+                "loadavg_1m": round(os.getloadavg()[0], 2)}
     finally:
-        probe.__exit__(None, None, None)
         os.sched_setaffinity(0, affinity)
         if broker is not None:
             broker.cleanup()
@@ -437,7 +423,5 @@ def cmd_bench_collect(args) -> int:
               f"({res['normalized_per_s']:,} normalized events/s; "
               f"{res['events_per_cpu_s']:,} per CPU-second); evtx parse ceiling "
               f"{res['ceiling_events_per_s']:,}/s ({res['ceiling_events_per_cpu_s']:,} per "
-              f"CPU-second); ratio {res['ratio']} (CPU {res['ratio_cpu']}); CPU probe "
-              f"(median ms of a fixed workload on the pipeline's core, lower is faster): "
-              + ", ".join(f"{k} {v}" for k, v in res["cpu_probe_ms"].items()))
+              f"CPU-second); ratio {res['ratio']} (CPU {res['ratio_cpu']})")
     return 0

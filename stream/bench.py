@@ -50,7 +50,7 @@ import uuid
 
 import numpy as np
 
-from .cpus import CpuProbe, pin_process, split_cores
+from .cpus import pin_process, split_cores
 from .schema import KEY_ACCOUNT, KEY_SOURCE
 
 
@@ -123,10 +123,21 @@ def _produce_all(p, names, msgs) -> None:
 
 def _ceiling(kafka, names, partitions: int, total_msgs: int,
              core: set[int] | None = None) -> tuple[float, int, float]:
-    """Plain confluent-kafka consume + ``wire.decode`` of the topics; with ``core``, on that
-    core (the consumer's threads are created by this thread while it is pinned there).
-    Returns (events/s, events, busy): busy = this process's CPU time / the read's wall time
-    (~0.35 here: the consumer mostly waits on fetches, it does not run out of CPU)."""
+    """Plain confluent-kafka consume + ``wire.decode`` of the topics by a connected consumer;
+    with ``core``, on that core (the consumer's threads are created by this thread while it
+    is pinned there). Returns (events/s, events, busy): busy = this process's CPU time / the
+    read's wall time.
+
+    What is timed is a consumer that is already connected reading the topics from their
+    start: fetching from the broker, decompression and decode -- what the worker's steady
+    hour measures, which starts with a worker that is up. Connecting (metadata, offsets, the
+    first fetch: ~0.8 s here) is done first, by reading until the first message and assigning
+    the partitions from their start again (which drops what was fetched). Messages are taken
+    with ``poll``, which returns as soon as one is there. Before session 7 the read started
+    at assignment and used ``consume(256, timeout=1.0)``, which waits for 256 messages or the
+    full second: with 241 messages in the hour every read took one or two such seconds, and
+    the ceiling came out as 0.85-0.90M or 1.6-1.7M events/s depending on how many -- the
+    "slow phase" of earlier notes. Read this way it is 3-4.4M here."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from . import wire
@@ -139,20 +150,24 @@ def _ceiling(kafka, names, partitions: int, total_msgs: int,
                       "enable.auto.commit": False, "fetch.message.max.bytes": 8 * 1024 * 1024,
                       "max.partition.fetch.bytes": 8 * 1024 * 1024,
                       "receive.message.max.bytes": 1 << 30})
-        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in names.values()
-                  for p in range(partitions)])
+        tps = [TopicPartition(t, p, OFFSET_BEGINNING) for t in names.values()
+               for p in range(partitions)]
+        c.assign(tps)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            m = c.poll(0.1)
+            if m is not None and not m.error():
+                break
+        c.assign(tps)           # from the start again, connected
         n_msgs = n_ev = 0
-        # the clock starts at assignment: fetching is part of the ceiling (starting it at the
-        # first message measured only the decode of already-prefetched data)
         t0 = time.perf_counter()
         c0 = time.process_time()
-        deadline = time.monotonic() + 300
         while n_msgs < total_msgs and time.monotonic() < deadline:
-            for m in c.consume(256, 1.0):
-                if m.error():
-                    continue
-                n_ev += wire.decode(m.value()).n
-                n_msgs += 1
+            m = c.poll(0.1)
+            if m is None or m.error():
+                continue
+            n_ev += wire.decode(m.value()).n
+            n_msgs += 1
         dt = time.perf_counter() - t0
         busy = (time.process_time() - c0) / dt if dt > 0 else 0.0
         c.close()
@@ -216,9 +231,6 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     tmp = tempfile.mkdtemp(prefix="itdr-bench-")
     worker = None
-    probe = CpuProbe(worker_core | other_cores).__enter__()
-    wcpu, ocpu = min(worker_core), min(other_cores)
-    windows: dict[str, tuple[int, int]] = {}
     try:
         t = time.perf_counter()
         # the domain's two hours end a minute before now, so that the latency phase (stamped
@@ -244,14 +256,11 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         say(f"produced in {time.perf_counter() - t:.1f}s")
 
         # read again once the worker has stopped; the ceiling is the better read (a ceiling
-        # is a best case: right after production one read ranged 0.85-1.66M events/s from
-        # run to run here, twice below the worker's own rate later in the run)
-        w0 = probe.now()
+        # is a best case; this machine's speed varies from minute to minute)
         ceiling, _, busy = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)
-        windows["ceiling"] = (w0, probe.now())
         say(f"ceiling (confluent-kafka consume + wire.decode on the worker's core "
             f"{min(worker_core)}): {ceiling:,.0f} events/s, the consumer busy {busy:.0%} of "
-            f"the read (the rest: waiting on fetches)")
+            f"the read")
 
         # -- the worker, on one core --------------------------------------------------------
         import yaml
@@ -339,7 +348,6 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         t_p = time.perf_counter()
         _produce_all(p, names, hour2)
         t2 = time.perf_counter()
-        w2 = probe.now()
         n2 = _metric_sum(scrape() or "", "itdr_worker_events_total")
         if n2 < total_ev:
             t2, n2 = t_p, float(total_ev)
@@ -350,7 +358,6 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         else:   # hour 2 processed while it was produced (tiny --events)
             eps, text = total_ev / max(t2 - t_p, 1e-9), scrape() or ""
         t_done = time.perf_counter()
-        windows["steady"] = (w2, probe.now())
         say(f"worker, second hour (steady state): {eps:,.0f} events/s on one core "
             f"({eps / ceiling:.2f} of the ceiling)")
         det = _metric_by_label(text, "itdr_worker_detector_seconds_total", "detector")
@@ -423,7 +430,6 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         # precompute the shifted batches (shift decodes and re-encodes: not on the clock)
         for j in range(min(len(hour2) * 2, int(rate * dur / max(1, total_ev / len(hour2))) + 64)):
             live(j, hour2[j % len(hour2)][2], 0)
-        w0 = probe.now()
         sent, n_sent = paced(hour2, live)
         produced += n_sent
         spans: dict[int, list[tuple[int, int, int]]] = {KEY_ACCOUNT: [], KEY_SOURCE: []}
@@ -435,7 +441,6 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
             ats = [at for lo, hi, at in spans[kind] if lo <= a.last_seen_ms <= hi]
             if ats:
                 lat.append(created - min(ats))
-        windows["latency"] = (w0, probe.now())
         p50, p99 = _pct(lat, 50), _pct(lat, 99)
         say(f"latency at {rate:,.0f} events/s for {dur:.0f}s (the domain's traffic, "
             f"continuing from now): {len(lat)} alert versions, p50 {p50:.0f} ms, p99 "
@@ -446,12 +451,10 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         # event time. Its timeline continues after the live hours'.
         t_storm = t_live + 3 * hour_ms
         off = t_storm - int(time.time() * 1000)
-        w0 = probe.now()
         _sent, n_sent = paced(msgs, lambda j, value, now_ms: restamp(value, now_ms + off))
         produced += n_sent
         storm = [created + off - a.last_seen_ms
                  for a, created in drain_alerts(t_storm, produced)]
-        windows["storm"] = (w0, probe.now())
         s50, s99 = _pct(storm, 50), _pct(storm, 99)
         say(f"alert-storm latency at {rate:,.0f} events/s for {dur:.0f}s: {len(storm)} alert "
             f"versions, p50 {s50:.0f} ms, p99 {s99:.0f} ms (event time -> alert produced)")
@@ -471,35 +474,23 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
             say(f"  {d:32s} {sec:7.3f}s")
         _stop_worker(worker, say)
         worker = None
-        w0 = probe.now()
         ceiling2, _, busy = _ceiling(kafka, names, topics.partitions, len(msgs), worker_core)
-        windows["ceiling_again"] = (w0, probe.now())
         say(f"ceiling read again with the worker stopped: {ceiling2:,.0f} events/s, the "
             f"consumer busy {busy:.0%}")
         ceiling = max(ceiling, ceiling2)
-        # how fast each core ran while it was measured: this machine's cores run at half
-        # speed for seconds at a time (the probe's workload: ~0.7 ms at best, ~1.4 ms slow)
-        speed = {"best": {"worker_core": probe.best_ms(wcpu), "other_cores": probe.best_ms(ocpu)},
-                 **{name: {"worker_core": probe.median_ms(wcpu, *w),
-                           "other_cores": probe.median_ms(ocpu, *w)}
-                    for name, w in windows.items()}}
-        say("CPU probe, median ms of a fixed workload while measured (worker core / broker "
-            "core; lower is faster): " + ", ".join(
-                f"{k} {v['worker_core']} / {v['other_cores']}" for k, v in speed.items()))
         out = {"events_per_s": round(eps), "ceiling_events_per_s": round(ceiling),
                "ratio": round(eps / ceiling, 3) if ceiling else None,
                "cold_events_per_s": round(cold),
                "p50_latency_ms": round(p50, 1), "p99_latency_ms": round(p99, 1),
                "latency_alerts": len(lat), "storm_p50_latency_ms": round(s50, 1),
                "storm_p99_latency_ms": round(s99, 1), "storm_alerts": len(storm),
-               "detectors": n_det, "cpu_probe_ms": speed}
+               "detectors": n_det}
         if args.json:
             print(json.dumps(out))
         else:
             say(json.dumps(out))
         return 0
     finally:
-        probe.__exit__(None, None, None)
         if worker is not None:
             _stop_worker(worker, say)
         if broker is not None:

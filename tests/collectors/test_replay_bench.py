@@ -52,7 +52,3 @@ def test_bench_collect_json():
     assert res["records"] == 20000 and res["flushed"]
     assert res["delivered_events"] >= res["normalized"] > 0
     assert 0 < res["ratio"] < 2
-    # the pipeline's core speed while it ran (~0.7 s of pipeline: several probe samples)
-    cpu = res["cpu_probe_ms"]
-    assert set(cpu) == {"best", "ceiling", "pipeline", "ceiling_again"}
-    assert 0 < cpu["best"] <= cpu["pipeline"] < 100

@@ -21,13 +21,6 @@ def test_bench_stream_reports_throughput_and_both_latencies():
               "storm_p99_latency_ms", "storm_alerts", "detectors"):
         assert k in out, k
     assert out["events_per_s"] > 0 and out["cold_events_per_s"] > 0
-    # the cores' speed while each part was measured (the probes ran through the whole run;
-    # the paced latency phases last over a second, so they hold samples on both cores)
-    cpu = out["cpu_probe_ms"]
-    assert set(cpu) == {"best", "ceiling", "steady", "latency", "storm", "ceiling_again"}
-    for phase in ("best", "latency", "storm"):
-        assert 0 < cpu[phase]["worker_core"] < 100 and 0 < cpu[phase]["other_cores"] < 100
-    assert cpu["best"]["worker_core"] <= cpu["storm"]["worker_core"]
     assert out["ceiling_events_per_s"] > 0
     assert out["detectors"] >= 30
     # the live phase's alerts are the injected attacks of the domain's next hours; the storm
