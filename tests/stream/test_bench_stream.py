@@ -49,3 +49,25 @@ def test_bench_core_placement_pins_every_thread_of_a_process():
     finally:
         child.kill()
         child.wait()
+
+
+def test_ceiling_read_counts_every_event_and_never_waits_out_a_consume_timeout(kafka, topics):
+    # the ceiling is a connected consumer reading the topics from their start: every event
+    # once (the re-assignment after connecting drops what was fetched, nothing is counted
+    # twice), and the read ends with the last message. Until session 7 it used
+    # consume(256, timeout=1.0), which waits the full second for 256 messages: on a topic of
+    # a few messages the "ceiling" then measured that second.
+    from stream.bench import _ceiling, _produce_all, _producer
+    from stream.schema import KEY_ACCOUNT, KEY_SOURCE
+    from stream.synth import SynthConfig, generate
+
+    msgs = generate(SynthConfig(events=3000, partitions=topics.partitions, identities=200,
+                                seed=3)).wire_messages()
+    names = {KEY_ACCOUNT: topics.name("events"), KEY_SOURCE: topics.name("events_by_source")}
+    _produce_all(_producer(kafka), names, msgs)
+    total = sum(m[3] for m in msgs)
+    eps, n_ev, busy = _ceiling(kafka, names, topics.partitions, len(msgs))
+    assert n_ev == total
+    # a few hundred kB decoded: milliseconds of work; a consume timeout would be >= 1 s
+    assert total / eps < 0.9, f"read of {len(msgs)} messages took {total / eps:.2f}s"
+    assert 0 < busy
