@@ -192,7 +192,10 @@ class StateStore:
                 if time.monotonic() > deadline:
                     raise StateError(f"reading the state topic timed out after {timeout:.0f}s",
                                      location=self.topic)
-                for msg in c.consume(500, 0.5):
+                # a batch consume returns when it holds 500 messages or its timeout has
+                # passed: with 0.5 s every restore of a small state waited out that half
+                # second at the end (a worker's partitions idle for it on each assignment)
+                for msg in c.consume(500, 0.05):
                     err = msg.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:

@@ -282,7 +282,9 @@ class WorkerCore:
                 if time.monotonic() > deadline:
                     raise StateError(f"could not read offsets {start}..{upto - 1} of "
                                      f"{rt.topic}/{rt.partition}: no record for {timeout:.0f}s")
-                msgs = c.consume(64, 0.5)
+                # returns at 64 messages or after its timeout: short, since a gap of a few
+                # records would otherwise hold the processing thread for the whole timeout
+                msgs = c.consume(64, 0.05)
                 if msgs:
                     deadline = time.monotonic() + timeout   # bound = no progress, not total
                 done = False
