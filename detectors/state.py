@@ -45,6 +45,16 @@ _FORMAT = 2     # npz snapshot of dense rows (read; 1: sparse power-of-two table
 # One copy of the state (np.savez zipped and CRC'd it: ~4x slower at 1M identities).
 _RAW_FORMAT = 3
 _MAGIC = b"ITDRSLT\x03"
+_FIX = "delete the state topic entry; the worker will rebuild state from the retained events"
+
+
+def _corrupt(why: str) -> StateError:
+    return StateError(f"corrupt detector state snapshot: {why}", fix=_FIX)
+
+
+def _check_keys(keys: np.ndarray) -> None:
+    if np.any(keys == 0) or len(np.unique(keys)) != len(keys):
+        raise StateError("detector state snapshot has zero or duplicate keys", fix=_FIX)
 
 
 @njit(cache=True)
@@ -171,10 +181,6 @@ class SlotState:
 
     @classmethod
     def _from_raw(cls, spec: dict[str, tuple[str, tuple]], data: bytes) -> "SlotState":
-        def corrupt(why: str) -> StateError:
-            return StateError(f"corrupt detector state snapshot: {why}",
-                              fix="delete the state topic entry; the worker will rebuild "
-                              "state from the retained events")
         mv = memoryview(data)
         try:
             off = len(_MAGIC)
@@ -183,11 +189,11 @@ class SlotState:
             head = orjson.loads(bytes(mv[off:off + hl]))
             off += hl
             if head.get("format") != _RAW_FORMAT:
-                raise corrupt(f"format {head.get('format')!r}, expected {_RAW_FORMAT}")
+                raise _corrupt(f"format {head.get('format')!r}, expected {_RAW_FORMAT}")
             n = int(head["rows"])
             cols = head["cols"]
         except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise corrupt(f"bad header ({e})") from e
+            raise _corrupt(f"bad header ({e})") from e
         # everything is checked against the detector's columns and the data's length before
         # the state is allocated (a damaged header must not ask for terabytes)
         proto = cls(spec, capacity=0).cols
@@ -195,23 +201,22 @@ class SlotState:
             layout = [(str(name), np.dtype(dt), tuple(int(x) for x in tail))
                       for name, dt, tail in cols]
         except (TypeError, ValueError) as e:
-            raise corrupt(f"bad column list ({e})") from e
+            raise _corrupt(f"bad column list ({e})") from e
         if sorted(name for name, _, _ in layout) != sorted(proto):
-            raise corrupt(f"columns {[name for name, _, _ in layout]} do not match the "
+            raise _corrupt(f"columns {[name for name, _, _ in layout]} do not match the "
                           f"detector's {sorted(proto)}")
         for name, dt, tail in layout:
             if dt != proto[name].dtype or tail != proto[name].shape[1:]:
-                raise corrupt(f"state column {name} has wrong shape or type")
+                raise _corrupt(f"state column {name} has wrong shape or type")
         size = 8 * n + sum(n * int(np.prod(tail, dtype=np.int64)) * dt.itemsize
                            for _, dt, tail in layout)
         if n < 0 or off + size != len(mv):
-            raise corrupt(f"{n} rows need {size} bytes of data, the snapshot has "
+            raise _corrupt(f"{n} rows need {size} bytes of data, the snapshot has "
                           f"{len(mv) - off}")
         st = cls(spec, capacity=n)
         keys = np.frombuffer(mv[off:off + 8 * n], dtype=np.uint64)
         off += 8 * n
-        if np.any(keys == 0) or len(np.unique(keys)) != n:
-            raise StateError("detector state snapshot has zero or duplicate keys")
+        _check_keys(keys)
         for name, dt, tail in layout:
             col = st.cols[name]
             nb = n * int(np.prod(tail, dtype=np.int64)) * dt.itemsize
@@ -245,13 +250,10 @@ class SlotState:
         try:
             z = np.load(io.BytesIO(data), allow_pickle=False)
             if "__format__" not in z.files or int(z["__format__"][0]) != _FORMAT:
-                raise StateError("detector state snapshot has an unsupported format",
-                                 fix="delete the state topic entry; the worker will rebuild "
-                                 "state from the retained events")
+                raise StateError("detector state snapshot has an unsupported format", fix=_FIX)
             keys = z["__rowkeys__"].astype(np.uint64)
             n = len(keys)
-            if np.any(keys == 0) or len(np.unique(keys)) != n:
-                raise StateError("detector state snapshot has zero or duplicate keys")
+            _check_keys(keys)
             st = cls(spec, capacity=n)
             for name, col in st.cols.items():
                 v = z[name]
@@ -261,6 +263,4 @@ class SlotState:
             st._reindex(keys, _index_cap(st.rows), st.rows)
             return st
         except (KeyError, ValueError, OSError, struct.error) as e:
-            raise StateError(f"corrupt detector state snapshot: {e}",
-                             fix="delete the state topic entry; the worker will rebuild "
-                             "state from the retained events") from e
+            raise _corrupt(str(e)) from e

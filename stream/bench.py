@@ -137,7 +137,7 @@ def _ceiling(kafka, names, partitions: int, total_msgs: int,
     at assignment and used ``consume(256, timeout=1.0)``, which waits for 256 messages or the
     full second: with 241 messages in the hour every read took one or two such seconds, and
     the ceiling came out as 0.85-0.90M or 1.6-1.7M events/s depending on how many -- the
-    "slow phase" of earlier notes. Read this way it is 3-4.4M here."""
+    "slow phase" of earlier notes. Read this way it was 2.0-3.1M here (session 7)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from . import wire
