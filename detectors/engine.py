@@ -20,7 +20,7 @@ import ipaddress
 import logging
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import orjson
@@ -47,6 +47,11 @@ _EV_COLS = ("account", "target_account", "src_host", "target_host", "computer", 
             "service", "group", "object")
 _EV_IDX = np.array([string_index(f) for f in _EV_COLS], dtype=np.int64)
 _EXPIRE_EVERY = 64
+# evidence lists in the order _alerts_grouped packs them (accounts and hosts take two
+# columns each)
+_LIST_NAMES = ("dcs", "event_ids", "ips", "spns", "groups", "objects", "accounts", "hosts")
+_U59, _U32 = np.uint64(59), np.uint64(32)
+_LOW32, _GID = np.uint64(0xFFFFFFFF), np.uint64((1 << 27) - 1)
 # Engine snapshot format. 2: detector state as dense rows + keys (detectors/state.py);
 # 1 (sparse power-of-two tables) is rejected with a StateError.
 SNAPSHOT_VERSION = 2
@@ -124,6 +129,18 @@ def _details_value(d: dict[str, Any]) -> dict[str, Any]:
             out[k] = Evidence.model_validate({"first_seen": "", "last_seen": "",
                                               "details": {k: v}}).details[k]
     return out
+
+
+class _Rows(NamedTuple):
+    """A batch's hit rows, in hit order (event index, then detector)."""
+    rix: np.ndarray      # event index in the batch
+    dcode: np.ndarray    # detector (index into the batch's sorted detector ids)
+    ent: np.ndarray      # entity key
+    cnt: np.ndarray
+    first: np.ndarray    # evidence start (ms); the event's time where the kernel gave none
+    aux: np.ndarray
+    ts: np.ndarray | None     # event time (ms)
+    sidx: np.ndarray | None   # evidence string columns (_EV_COLS x rows)
 
 
 class _ExclusionCheck:
@@ -313,10 +330,6 @@ class Engine:
         return batch.get("account", i) or batch.get("computer", i)
 
     def _alerts(self, batch: EventBatch, hits: Hits) -> None:
-        gap = int(self.settings.episode_gap_s * 1000)
-        # by alert id (two episodes may close in one batch); an alert already touched by a
-        # deferred batch keeps its place
-        touched = self._touched
         # process hits in event order, then detector id (deterministic regardless of the
         # detectors' order; a stable sort keeps a detector's own order for one event)
         parts = hits.parts
@@ -326,41 +339,188 @@ class Engine:
                                      for j in range(1, 6))
         dcode = np.concatenate([np.full(len(pt[1]), code[pt[0]], np.int64) for pt in parts])
         order = np.lexsort((dcode, idx))
-        dids = [names[c] for c in dcode[order].tolist()]
-        rix = idx[order]
-        # the evidence columns of every hit row, gathered and decoded once per batch
-        sidx = batch.strcols[_EV_IDX[:, None], rix[None, :]]
-        dec = batch.decode_many(np.unique(sidx))
-        (acc_c, tgt_c, srch_c, tgth_c, comp_c, ip_c, svc_c, grp_c, obj_c) = (
-            [dec[x] for x in col] for col in sidx.tolist())
+        rows = _Rows(idx[order], dcode[order], ent[order], cnt[order], first[order],
+                     aux[order], None, None)
+        # the evidence columns (string-table indices) of every hit row
+        sidx = batch.strcols[_EV_IDX[:, None], rows.rix[None, :]]
+        if not self.global_excl.empty or self.det_excl:
+            keep = self._not_excluded(batch, names, rows.dcode, sidx)
+            if not keep.all():
+                rows = _Rows(*(a[keep] for a in rows[:6]), None, None)
+                sidx = sidx[:, keep]
+        ts = batch.time_ms[rows.rix].astype(np.int64)
+        rows = rows._replace(ts=ts, first=np.where(rows.first >= 0, rows.first, ts),
+                             sidx=sidx)
+        if len(rows.rix) and not self._alerts_grouped(batch, names, rows):
+            self._alerts_per_hit(batch, names, rows)
+        self.hits += len(rows.rix)
+
+    def _not_excluded(self, batch: EventBatch, names: list[str], dcode: np.ndarray,
+                      sidx: np.ndarray) -> np.ndarray:
+        """Per hit row: not excluded by the global or by its detector's exclusions."""
+        cols = sidx[:6]            # account, target_account, src_host, target_host, computer, ip
+        dec = batch.decode_many(np.unique(cols))
         gex = self.global_excl
-        check_excl = not gex.empty or bool(self.det_excl)
+        by_id = self.by_id
+        keep = []
+        for c, account, target, src_host, tgt_host, comp, ip in zip(
+                dcode.tolist(), *([dec[x] for x in col] for col in cols.tolist())):
+            did = names[c]
+            hosts = (src_host, tgt_host)
+            if by_id[did].key == "none":  # single-event detectors are about the reporting host
+                hosts = hosts + (comp,)
+            ex = self.det_excl.get(did)
+            keep.append(not (gex.excluded(account, target, hosts, ip)
+                             or (ex is not None and ex.excluded(account, target, hosts, ip))))
+        return np.array(keep, dtype=bool)
+
+    def _open_alert(self, det: Detector, did: str, e_key: int, batch: EventBatch, i: int,
+                    first_ms: int, last_ms: int, count: int, version: int) -> OpenAlert:
+        ent_disp = self._entity_display(det, batch, i)
+        oa = OpenAlert(id=alert_id(did, f"{ent_disp}|{e_key:016x}", first_ms), detector=did,
+                       entity_key=e_key, entity=ent_disp, first_ms=first_ms, last_ms=last_ms,
+                       count=count, version=version,
+                       entities={k: [] for k in Entities.model_fields})
+        self.open[(did, e_key)] = oa
+        return oa
+
+    def _alerts_grouped(self, batch: EventBatch, names: list[str], r: "_Rows") -> bool:
+        """Apply a batch's hit rows alert by alert: the rows of one (detector, entity) are
+        one alert's hits, merged at once (counts and times from numpy reductions, the new
+        values of every evidence list from one sort; details still hit by hit). Equal to the hit-by-hit
+        walk (:meth:`_alerts_per_hit`, the specification) whenever no episode can end
+        *inside* a group -- every group's event times and evidence starts span at most the
+        episode gap -- and returns False (nothing applied) otherwise. Alerts are touched in
+        the order of their first hit, as the walk touches them."""
+        gap = int(self.settings.episode_gap_s * 1000)
+        n = len(r.rix)
+        if n >= 1 << 27 or batch.event_id[r.rix].min() < 0:   # the packed list keys' range
+            return False
+        go = np.lexsort((r.ent, r.dcode))          # stable: a group's rows in hit order
+        dc_s, ent_s, ts_s, f_s = r.dcode[go], r.ent[go], r.ts[go], r.first[go]
+        new = np.empty(n, dtype=bool)
+        new[0] = True
+        np.not_equal(dc_s[1:], dc_s[:-1], out=new[1:])
+        new[1:] |= ent_s[1:] != ent_s[:-1]
+        starts = np.flatnonzero(new)
+        g_max_ts = np.maximum.reduceat(ts_s, starts)
+        g_min_f = np.minimum.reduceat(f_s, starts)
+        if len(starts) < n and (
+                (g_max_ts - np.minimum.reduceat(ts_s, starts)).max() > gap
+                or (np.maximum.reduceat(f_s, starts) - g_min_f).max() > gap):
+            return False
+        ng = len(starts)
+        ends = np.empty(ng, dtype=np.int64)
+        ends[:-1] = starts[1:]
+        ends[-1] = n
+        gid = np.cumsum(new) - 1                     # group of each row, in `go` order
+        rix_s = r.rix[go]
+        seq = np.argsort(go[starts], kind="stable")  # groups in the order of their first hit
+        by_id = self.by_id
+        opened = self.open
+        touched = self._touched
+        oas: list[OpenAlert | None] = [None] * ng
+        for g, c, e_key, i0, i1, c0, f0, t0, k, mx, mn in zip(
+                seq.tolist(), dc_s[starts][seq].tolist(), ent_s[starts][seq].tolist(),
+                rix_s[starts][seq].tolist(), rix_s[ends - 1][seq].tolist(),
+                r.cnt[go][starts][seq].tolist(), f_s[starts][seq].tolist(),
+                ts_s[starts][seq].tolist(), (ends - starts)[seq].tolist(),
+                g_max_ts[seq].tolist(), g_min_f[seq].tolist()):
+            did = names[c]
+            oa = opened.get((did, e_key))
+            if oa is not None and t0 - oa.last_ms <= gap and f0 >= oa.first_ms - gap:
+                oa.count += k
+                oa.version += k
+                if mx > oa.last_ms:
+                    oa.last_ms = mx
+                if mn < oa.first_ms:
+                    oa.first_ms = mn
+            else:
+                oa = self._open_alert(by_id[did], did, e_key, batch, i0, f0, mx,
+                                      max(c0, 1) + k - 1, k)
+                oa.first_ms = mn
+            oas[g] = oa
+            touched[oa.id] = (oa, batch, i1)
+        # evidence lists: the new (group, value) pairs of every list from one stable sort,
+        # each group's values in the order they first appear (a later duplicate is a no-op
+        # in the hit walk); an empty value, a full list or a value already there leaves a
+        # list as it is
+        sx = r.sidx[:, go]
+        gid2 = np.repeat(gid, 2)
+        cols = (sx[4], batch.event_id[rix_s], sx[5], sx[6], sx[7], sx[8], sx[0:2].T.ravel(),
+                sx[2:4].T.ravel())
+        keys = np.concatenate([(np.uint64(j) << _U59) | (gid2 if len(v) > n else gid).astype(
+            np.uint64) << _U32 | v.astype(np.uint32).astype(np.uint64)
+            for j, v in enumerate(cols)])
+        pos = np.flatnonzero(keys & _LOW32)
+        o = np.argsort(keys[pos], kind="stable")
+        ks = keys[pos[o]]
+        head = np.empty(len(ks), dtype=bool)
+        if len(ks):
+            head[0] = True
+            np.not_equal(ks[1:], ks[:-1], out=head[1:])
+        kc = keys[np.sort(pos[o[head]])]           # list-major, then row order
+        c_list = (kc >> _U59).astype(np.int64)
+        c_gid = ((kc >> _U32) & _GID).astype(np.int64).tolist()
+        c_val = (kc & _LOW32).astype(np.int64)
+        bounds = np.searchsorted(c_list, np.arange(len(cols) + 1)).tolist()
+        strs = c_val[bounds[2]:] if bounds[0] == bounds[1] else np.concatenate(
+            (c_val[:bounds[1]], c_val[bounds[2]:]))
+        dec = batch.decode_many(np.unique(strs)) if len(strs) else {}
+        c_val = c_val.tolist()
+        for j, name in enumerate(_LIST_NAMES):
+            a, b = bounds[j], bounds[j + 1]
+            if a == b:
+                continue
+            if j == 1:                                 # event ids: the values themselves
+                for g, v in zip(c_gid[a:b], c_val[a:b]):
+                    lst = oas[g].event_ids
+                    if len(lst) < _MAX_LIST and v not in lst:
+                        lst.append(v)
+                continue
+            for g, v in zip(c_gid[a:b], c_val[a:b]):
+                lst = oas[g].dcs if j == 0 else oas[g].entities[name]
+                if len(lst) < _MAX_LIST:
+                    s = dec[v]
+                    if s and s not in lst:
+                        lst.append(s)
+        # record ids: almost every hit row is another event, so no de-duplication first;
+        # an alert whose list is full is skipped whole
+        recs = batch.record_id[rix_s].tolist()
+        for oa, p0, p1 in zip(oas, starts.tolist(), ends.tolist()):
+            lst = oa.record_ids
+            if len(lst) < _MAX_RECORDS:
+                for v in recs[p0:p1]:
+                    if v and len(lst) < _MAX_RECORDS and v not in lst:
+                        lst.append(v)
+        # details, hit by hit in each alert's order (a detector's merge may depend on it)
+        for g, c, i, a in zip(gid.tolist(), dc_s.tolist(), rix_s.tolist(), r.aux[go].tolist()):
+            d = oas[g].details
+            by_id[names[c]].merge_details(d, batch, i, a)
+            if a:
+                d["distinct"] = max(int(d.get("distinct", 0) or 0), a)
+        return True
+
+    def _alerts_per_hit(self, batch: EventBatch, names: list[str], r: "_Rows") -> None:
+        """Apply a batch's hit rows one by one, in order (episodes may end inside a group)."""
+        gap = int(self.settings.episode_gap_s * 1000)
+        touched = self._touched
+        dec = batch.decode_many(np.unique(r.sidx))
+        (acc_c, tgt_c, srch_c, tgth_c, comp_c, ip_c, svc_c, grp_c, obj_c) = (
+            [dec[x] for x in col] for col in r.sidx.tolist())
         by_id = self.by_id
         opened = self.open
         ml = _MAX_LIST
         mr = _MAX_RECORDS
-        excluded = 0
-        for (i, did, e_key, c, f, a, account, target, src_host, tgt_host, comp, ip, svc, grp,
-             obj, eid, rec, ts) in zip(
-                rix.tolist(), dids, ent[order].tolist(), cnt[order].tolist(),
-                first[order].tolist(), aux[order].tolist(), acc_c, tgt_c, srch_c, tgth_c,
-                comp_c, ip_c, svc_c, grp_c, obj_c, batch.event_id[rix].tolist(),
-                batch.record_id[rix].tolist(), batch.time_ms[rix].tolist()):
+        for (i, c, e_key, cn, first_ms, a, account, target, src_host, tgt_host, comp, ip, svc,
+             grp, obj, eid, rec, ts) in zip(
+                r.rix.tolist(), r.dcode.tolist(), r.ent.tolist(), r.cnt.tolist(),
+                r.first.tolist(), r.aux.tolist(), acc_c, tgt_c, srch_c, tgth_c, comp_c, ip_c,
+                svc_c, grp_c, obj_c, batch.event_id[r.rix].tolist(),
+                batch.record_id[r.rix].tolist(), r.ts.tolist()):
+            did = names[c]
             det = by_id[did]
-            if check_excl:
-                hosts = (src_host, tgt_host)
-                if det.key == "none":  # single-event detectors are about the reporting host
-                    hosts = hosts + (comp,)
-                if gex.excluded(account, target, hosts, ip):
-                    excluded += 1
-                    continue
-                ex = self.det_excl.get(did)
-                if ex is not None and ex.excluded(account, target, hosts, ip):
-                    excluded += 1
-                    continue
-            first_ms = f if f >= 0 else ts
-            key = (did, e_key)
-            oa = opened.get(key)
+            oa = opened.get((did, e_key))
             if oa is not None and ts - oa.last_ms <= gap and first_ms >= oa.first_ms - gap:
                 oa.count += 1
                 oa.version += 1
@@ -369,13 +529,7 @@ class Engine:
                 if first_ms < oa.first_ms:
                     oa.first_ms = first_ms
             else:
-                ent_disp = self._entity_display(det, batch, i)
-                oa = OpenAlert(id=alert_id(did, f"{ent_disp}|{e_key:016x}", first_ms),
-                               detector=did,
-                               entity_key=e_key, entity=ent_disp, first_ms=first_ms, last_ms=ts,
-                               count=max(c, 1), version=1,
-                               entities={k: [] for k in Entities.model_fields})
-                opened[key] = oa
+                oa = self._open_alert(det, did, e_key, batch, i, first_ms, ts, max(cn, 1), 1)
             # evidence lists, each capped (an empty value, a full list or a value already
             # there leaves a list as it is); accounts and hosts take two columns, in order
             lst = oa.dcs
@@ -400,7 +554,6 @@ class Engine:
             if a:
                 d["distinct"] = max(int(d.get("distinct", 0) or 0), a)
             touched[oa.id] = (oa, batch, i)
-        self.hits += len(rix) - excluded
 
     def _describe(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,
                   first: str, last: str) -> None:
