@@ -18,9 +18,9 @@ def test_bench_stream_reports_throughput_and_both_latencies():
     out = json.loads(p.stdout.strip().splitlines()[-1])
     for k in ("events_per_s", "ceiling_events_per_s", "ratio", "cold_events_per_s",
               "p50_latency_ms", "p99_latency_ms", "latency_alerts", "storm_p50_latency_ms",
-              "storm_p99_latency_ms", "storm_alerts", "detectors"):
+              "storm_p99_latency_ms", "storm_alerts", "storm_events_per_s", "detectors"):
         assert k in out, k
-    assert out["events_per_s"] > 0 and out["cold_events_per_s"] > 0
+    assert out["events_per_s"] > 0 and out["cold_events_per_s"] > 0 and out["storm_events_per_s"] > 0
     assert out["ceiling_events_per_s"] > 0
     assert out["detectors"] >= 30
     # the live phase's alerts are the injected attacks of the domain's next hours; the storm
