@@ -78,6 +78,13 @@ def add_unique(lst: list, v, cap: int = MAX_DETAIL_ITEMS) -> None:
         lst.append(v)
 
 
+def merge_distinct(into: dict[str, Any], aux: int) -> None:
+    """The engine's own detail: ``distinct`` is the largest non-zero ``aux`` of an alert's
+    hits."""
+    if aux:
+        into["distinct"] = max(int(into.get("distinct", 0) or 0), aux)
+
+
 @dataclass
 class BatchContext:
     """Per-batch facts the engine computes once and shares with every detector."""
@@ -195,6 +202,18 @@ class Detector:
                         add_unique(cur, x)
             else:
                 into[k] = v
+
+    def merge_rows(self, into: dict[str, Any], batch: "EventBatch", rows: list[int],
+                   auxs: list[int]) -> None:
+        """Merge the details of one alert's hits in a batch (``rows``, in order, with their
+        ``auxs``): each row's :meth:`merge_details`, then :func:`merge_distinct`. The engine
+        calls this once per alert per batch; a detector whose hits come in storms may
+        override it with an equivalent that does less per row (the same keys in the same
+        order, the same values)."""
+        for i, a in zip(rows, auxs):
+            self.merge_details(into, batch, i, a)
+            if a:
+                merge_distinct(into, a)
 
     def describe(self, fields: dict[str, Any]) -> str:
         """Render :attr:`description` with the alert facts (missing keys render as '?')."""

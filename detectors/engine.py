@@ -30,7 +30,8 @@ from stream.errors import StateError
 from stream.schema import KEY_ACCOUNT, KEY_SOURCE, EventBatch, key_hashes, string_index
 from stream.settings import DetectionSettings, Exclusions
 
-from .base import MAX_DETAIL_ITEMS, REGISTRY, BatchContext, Detector, Hits, load_catalogue
+from .base import (MAX_DETAIL_ITEMS, REGISTRY, BatchContext, Detector, Hits, load_catalogue,
+                   merge_distinct)
 from .features import FeatureComputer, _Matcher
 from .kernels.common import id_table, in_table, slot_of
 from .state import SlotState
@@ -478,8 +479,12 @@ class Engine:
                     if len(lst) < _MAX_LIST and v not in lst:
                         lst.append(v)
                 continue
+            # the groups' lists gathered first when most groups have a candidate
+            lists = (None if 2 * (b - a) < ng else [oa.dcs for oa in oas] if j == 0 else
+                     [oa.entities[name] for oa in oas])
             for g, v in zip(c_gid[a:b], c_val[a:b]):
-                lst = oas[g].dcs if j == 0 else oas[g].entities[name]
+                lst = (oas[g].dcs if j == 0 else oas[g].entities[name]) if lists is None \
+                    else lists[g]
                 if len(lst) < _MAX_LIST:
                     s = dec[v]
                     if s and s not in lst:
@@ -493,12 +498,10 @@ class Engine:
                 for v in recs[p0:p1]:
                     if v and len(lst) < _MAX_RECORDS and v not in lst:
                         lst.append(v)
-        # details, hit by hit in each alert's order (a detector's merge may depend on it)
-        for g, c, i, a in zip(gid.tolist(), dc_s.tolist(), rix_s.tolist(), r.aux[go].tolist()):
-            d = oas[g].details
-            by_id[names[c]].merge_details(d, batch, i, a)
-            if a:
-                d["distinct"] = max(int(d.get("distinct", 0) or 0), a)
+        # details: each alert's rows, in order, merged by its detector
+        rl, al = rix_s.tolist(), r.aux[go].tolist()
+        for oa, c, p0, p1 in zip(oas, dc_s[starts].tolist(), starts.tolist(), ends.tolist()):
+            by_id[names[c]].merge_rows(oa.details, batch, rl[p0:p1], al[p0:p1])
         return True
 
     def _alerts_per_hit(self, batch: EventBatch, names: list[str], r: "_Rows") -> None:
@@ -549,10 +552,9 @@ class Engine:
             lst = oa.record_ids
             if rec and len(lst) < mr and rec not in lst:
                 lst.append(rec)
-            d = oa.details
-            det.merge_details(d, batch, i, a)
+            det.merge_details(oa.details, batch, i, a)
             if a:
-                d["distinct"] = max(int(d.get("distinct", 0) or 0), a)
+                merge_distinct(oa.details, a)
             touched[oa.id] = (oa, batch, i)
 
     def _describe(self, oa: OpenAlert, det: Detector, batch: EventBatch, i: int,

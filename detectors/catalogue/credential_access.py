@@ -11,7 +11,7 @@ from numba import njit
 
 from stream.schema import (FLAG_LOCAL_SOURCE, FLAG_MACHINE, FLAG_TARGET_MACHINE, key_hash)
 
-from ..base import MAX_DETAIL_ITEMS, Detector, Param, register
+from ..base import MAX_DETAIL_ITEMS, Detector, Param, merge_distinct, register
 from ..features import (T_DC, T_HONEYTOKEN, T_MACHINE_NAME,
                         T_SENSITIVE_ACCOUNT, T_SYNC_ACCOUNT, DerivedHashes, string_feature)
 from ..kernels.common import distinct_in_window, distinct_push, row_of, set_contains
@@ -293,6 +293,33 @@ class Kerberoasting(Detector):
         if isinstance(cur, list) and svc and len(cur) < MAX_DETAIL_ITEMS and svc not in cur:
             cur.append(svc)
         into["encryption"] = enc
+
+    def merge_rows(self, into, batch, rows, auxs):
+        # the first row as merge_details does it (creates the keys, in order); the others
+        # only add to the two lists until they are full, and the last one sets the
+        # encryption; `distinct` is the largest aux
+        self.merge_details(into, batch, rows[0], auxs[0])
+        if len(rows) > 1:
+            reasons, spns = into.get("reason"), into.get("spns")
+            open_r = isinstance(reasons, list) and len(reasons) < MAX_DETAIL_ITEMS
+            open_s = isinstance(spns, list) and len(spns) < MAX_DETAIL_ITEMS
+            if open_r or open_s:
+                facts = getattr(self, "_facts", {})
+                for i in rows[1:]:
+                    f = facts.get(i)
+                    reason, _enc, svc = f if f is not None else self._fact(batch, i)
+                    if open_r and reason not in reasons:
+                        reasons.append(reason)
+                        open_r = len(reasons) < MAX_DETAIL_ITEMS
+                    if open_s and svc and svc not in spns:
+                        spns.append(svc)
+                        open_s = len(spns) < MAX_DETAIL_ITEMS
+                    if not (open_r or open_s):
+                        break
+            into["encryption"] = self._fact(batch, rows[-1])[1]
+        a = max(auxs)
+        if a:
+            merge_distinct(into, a)
 
 
 # a roasting storm renders the same few encryption types for every hit

@@ -8,7 +8,7 @@ from numba import njit
 from stream.alert import iso_ms
 from stream.schema import FLAG_ANONYMOUS, FLAG_MACHINE
 
-from ..base import MAX_DETAIL_ITEMS, Detector, Param, add_unique, register
+from ..base import MAX_DETAIL_ITEMS, Detector, Param, add_unique, merge_distinct, register
 from ..kernels.common import find_row, ring_max_in_window, ring_push, row_of
 
 # wrong-password status codes per event id
@@ -154,3 +154,21 @@ class BruteForce(Detector):
         cur = into.setdefault("success_events", [])
         if isinstance(cur, list) and len(cur) < MAX_DETAIL_ITEMS:
             add_unique(cur, f"{int(batch.event_id[i])} at {iso_ms(int(batch.time_ms[i]))}")
+
+    def merge_rows(self, into, batch, rows, auxs):
+        # only success rows merge anything, and nothing once the flag is set and the list
+        # of success events is full (a storm's alerts get there early)
+        success = getattr(self, "_success", ())
+        done = self._merged_all(into)
+        for i, a in zip(rows, auxs):
+            if not done and i in success:
+                self.merge_details(into, batch, i, a)
+                done = self._merged_all(into)
+            if a:
+                merge_distinct(into, a)
+
+    @staticmethod
+    def _merged_all(into) -> bool:
+        cur = into.get("success_events")
+        return (isinstance(cur, list) and len(cur) >= MAX_DETAIL_ITEMS
+                and into.get("followed_by_success") is True)
