@@ -53,6 +53,7 @@ _EXPIRE_EVERY = 64
 _LIST_NAMES = ("dcs", "event_ids", "ips", "spns", "groups", "objects", "accounts", "hosts")
 _U59, _U32 = np.uint64(59), np.uint64(32)
 _LOW32, _GID = np.uint64(0xFFFFFFFF), np.uint64((1 << 27) - 1)
+_REC_FULL = 1 << 8
 # Engine snapshot format. 2: detector state as dense rows + keys (detectors/state.py);
 # 1 (sparse power-of-two tables) is rejected with a StateError.
 SNAPSHOT_VERSION = 2
@@ -74,9 +75,22 @@ class OpenAlert:
     entities: dict[str, list[str]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # which evidence lists are known to be full (bit j: _LIST_NAMES[j], bit 8: record_ids):
+    # a hint for the grouped path (lists never shrink; an unset bit only costs a check).
+    # Not part of snapshots
+    full: int = 0
 
     def to_dict(self) -> dict:
-        return self.__dict__.copy()
+        d = self.__dict__.copy()
+        del d["full"]
+        return d
+
+    def mark_full(self) -> None:
+        """Set the hint bits of the lists that are full (after a restore)."""
+        e = self.entities
+        lists = (self.dcs, self.event_ids) + tuple(e.get(n, ()) for n in _LIST_NAMES[2:])
+        self.full = sum(1 << j for j, lst in enumerate(lists) if len(lst) >= _MAX_LIST) | (
+            _REC_FULL if len(self.record_ids) >= _MAX_RECORDS else 0)
 
 
 _FACT_FIELDS = ("account", "target_account", "src_ip", "src_host", "target_host", "computer",
@@ -421,6 +435,7 @@ class Engine:
         opened = self.open
         touched = self._touched
         oas: list[OpenAlert | None] = [None] * ng
+        fulls = [0] * ng
         for g, c, e_key, i0, i1, c0, f0, t0, k, mx, mn in zip(
                 seq.tolist(), dc_s[starts][seq].tolist(), ent_s[starts][seq].tolist(),
                 rix_s[starts][seq].tolist(), rix_s[ends - 1][seq].tolist(),
@@ -441,6 +456,7 @@ class Engine:
                                       max(c0, 1) + k - 1, k)
                 oa.first_ms = mn
             oas[g] = oa
+            fulls[g] = oa.full
             touched[oa.id] = (oa, batch, i1)
         # evidence lists: the new (group, value) pairs of every list from one stable sort,
         # each group's values in the order they first appear (a later duplicate is a no-op
@@ -448,8 +464,15 @@ class Engine:
         # list as it is
         sx = r.sidx[:, go]
         gid2 = np.repeat(gid, 2)
-        cols = (sx[4], batch.event_id[rix_s], sx[5], sx[6], sx[7], sx[8], sx[0:2].T.ravel(),
-                sx[2:4].T.ravel())
+        cols = [sx[4], batch.event_id[rix_s], sx[5], sx[6], sx[7], sx[8], sx[0:2].T.ravel(),
+                sx[2:4].T.ravel()]
+        fm = np.array(fulls, dtype=np.int64)
+        if fm.any():                      # no candidates from lists known to be full
+            fm_rows = fm[gid]
+            for j, v in enumerate(cols):
+                bit = (fm_rows >> j) & 1 if len(v) == n else np.repeat((fm_rows >> j) & 1, 2)
+                if bit.any():
+                    cols[j] = np.where(bit == 1, 0, v)
         keys = np.concatenate([(np.uint64(j) << _U59) | (gid2 if len(v) > n else gid).astype(
             np.uint64) << _U32 | v.astype(np.uint32).astype(np.uint64)
             for j, v in enumerate(cols)])
@@ -478,6 +501,8 @@ class Engine:
                     lst = oas[g].event_ids
                     if len(lst) < _MAX_LIST and v not in lst:
                         lst.append(v)
+                        if len(lst) >= _MAX_LIST:
+                            oas[g].full |= 2
                 continue
             # the groups' lists gathered first when most groups have a candidate
             lists = (None if 2 * (b - a) < ng else [oa.dcs for oa in oas] if j == 0 else
@@ -489,15 +514,24 @@ class Engine:
                     s = dec[v]
                     if s and s not in lst:
                         lst.append(s)
+                        if len(lst) >= _MAX_LIST:
+                            oas[g].full |= 1 << j
         # record ids: almost every hit row is another event, so no de-duplication first;
         # an alert whose list is full is skipped whole
         recs = batch.record_id[rix_s].tolist()
         for oa, p0, p1 in zip(oas, starts.tolist(), ends.tolist()):
+            if oa.full & _REC_FULL:
+                continue
             lst = oa.record_ids
-            if len(lst) < _MAX_RECORDS:
-                for v in recs[p0:p1]:
-                    if v and len(lst) < _MAX_RECORDS and v not in lst:
-                        lst.append(v)
+            if len(lst) >= _MAX_RECORDS:          # filled by the hit-by-hit walk
+                oa.full |= _REC_FULL
+                continue
+            for v in recs[p0:p1]:
+                if v and v not in lst:
+                    lst.append(v)
+                    if len(lst) >= _MAX_RECORDS:
+                        oa.full |= _REC_FULL
+                        break
         # details: each alert's rows, in order, merged by its detector
         rl, al = rix_s.tolist(), r.aux[go].tolist()
         for oa, c, p0, p1 in zip(oas, dc_s[starts].tolist(), starts.tolist(), ends.tolist()):
@@ -674,6 +708,7 @@ class Engine:
         self.open = {}
         for od in head["open"]:
             oa = OpenAlert(**od)
+            oa.mark_full()
             self.open[(oa.detector, oa.entity_key)] = oa
         for did, blob in zip(head["states"], parts[1:]):
             d = self.by_id.get(did)
