@@ -262,16 +262,24 @@ class Kerberoasting(Detector):
                         int(self.p["threshold"]), int(self.p["fanout_threshold"]),
                         out_idx, out_cnt, out_first, out_aux, out_kind)
         self._facts = {}
+        self._batch_reasons = None
         if m:
             idx = out_idx[:m]
             hits.add(self.id, idx, ctx.key[idx], out_cnt[:m], out_first[:m], out_aux[:m])
             # per hit: (reason, encryption as text, service), for details / merge_details (a
             # roasting storm merges one per hit)
-            reasons = self._REASONS
-            S = batch.string
-            self._facts = {i: (reasons.get(k, "roasting"), _hex(e), S(v)) for i, k, e, v in zip(
-                idx.tolist(), out_kind[:m].tolist(), batch.ticket_encryption[idx].tolist(),
-                batch.service[idx].tolist())}
+            reason = [self._REASONS.get(k, "roasting") for k in range(4)]
+            kinds = out_kind[:m].tolist()
+            enc, enc_at = np.unique(batch.ticket_encryption[idx], return_inverse=True)
+            enc_text = [_hex(e) for e in enc.tolist()]
+            svc = batch.service[idx]
+            svc_text = batch.decode_many(np.unique(svc))
+            self._facts = dict(zip(idx.tolist(), zip(
+                map(reason.__getitem__, kinds), map(enc_text.__getitem__, enc_at.tolist()),
+                map(svc_text.__getitem__, svc.tolist()))))
+            # every reason this batch's hits give (merge_rows: a list holding them all is
+            # closed to this batch)
+            self._batch_reasons = frozenset(map(reason.__getitem__, set(kinds)))
 
     def _fact(self, batch, i) -> tuple[str, str, str]:
         f = getattr(self, "_facts", {}).get(i)
@@ -301,7 +309,8 @@ class Kerberoasting(Detector):
         self.merge_details(into, batch, rows[0], auxs[0])
         if len(rows) > 1:
             reasons, spns = into.get("reason"), into.get("spns")
-            open_r = isinstance(reasons, list) and len(reasons) < MAX_DETAIL_ITEMS
+            open_r = (isinstance(reasons, list) and len(reasons) < MAX_DETAIL_ITEMS
+                      and not (getattr(self, "_batch_reasons", None) or _ANY).issubset(reasons))
             open_s = isinstance(spns, list) and len(spns) < MAX_DETAIL_ITEMS
             if open_r or open_s:
                 facts = getattr(self, "_facts", {})
@@ -321,6 +330,9 @@ class Kerberoasting(Detector):
         if a:
             merge_distinct(into, a)
 
+
+# never a subset of a reason list: no batch-level shortcut
+_ANY = frozenset({object()})
 
 # a roasting storm renders the same few encryption types for every hit
 _hex = functools.lru_cache(maxsize=256)(hex)
