@@ -402,11 +402,17 @@ class Engine:
     def _alerts_grouped(self, batch: EventBatch, names: list[str], r: "_Rows") -> bool:
         """Apply a batch's hit rows alert by alert: the rows of one (detector, entity) are
         one alert's hits, merged at once (counts and times from numpy reductions, the new
-        values of every evidence list from one sort; details still hit by hit). Equal to the hit-by-hit
-        walk (:meth:`_alerts_per_hit`, the specification) whenever no episode can end
-        *inside* a group -- every group's event times and evidence starts span at most the
-        episode gap -- and returns False (nothing applied) otherwise. Alerts are touched in
-        the order of their first hit, as the walk touches them."""
+        values of every evidence list from one sort, details by :meth:`Detector.merge_rows`
+        once per alert). Alerts are touched in the order of their first hit, as the
+        hit-by-hit walk (:meth:`_alerts_per_hit`, the specification) touches them.
+
+        Equal to the walk whenever no episode can end *inside* a group, and returns False
+        (nothing applied) otherwise. Sufficient: every group's event times ``ts`` and evidence
+        starts ``f`` each span at most the gap. The walk keeps hit j (j >= 1) in the alert of
+        the group's first hit when ``ts_j - last <= gap`` and ``f_j >= first - gap``, where
+        ``last`` is at least ``ts_0 >= min(ts)`` and ``first`` at most ``f_0 <= max(f)``;
+        ``max(ts) - min(ts) <= gap`` and ``max(f) - min(f) <= gap`` give both. Whether the
+        first hit continues the open alert or opens one is decided as the walk decides it."""
         gap = int(self.settings.episode_gap_s * 1000)
         n = len(r.rix)
         if n >= 1 << 27 or batch.event_id[r.rix].min() < 0:   # the packed list keys' range
