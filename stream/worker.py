@@ -182,7 +182,8 @@ class WorkerCore:
                                       f"topic's key kind {rt.kind}",
                                       fix="by-account batches go to the events topic, "
                                       "by-source batches to events_by_source")
-            alerts = rt.engine.process(batch, defer=rt.kind in self.deferring)
+            rt.engine.process(batch, defer=True)
+            alerts = [] if rt.kind in self.deferring else rt.engine.flush_rendered()
         except (WireFormatError, UnicodeDecodeError) as e:
             self.stats["corrupt"] += 1
             WORKER_CORRUPT_BATCHES.labels(topic).inc()
@@ -218,11 +219,12 @@ class WorkerCore:
             self._detector_metrics(rt)
 
     def _emit(self, alerts: list) -> None:
+        """Produce rendered alert versions (``Engine.flush_rendered``)."""
         now = time.time()
         counters = self._alert_counters
         observe = WORKER_EVENT_LATENCY_SECONDS.observe
         for a in alerts:
-            self._produce(self.alerts_topic, a.id.encode(), a.to_json())
+            self._produce(self.alerts_topic, a.id.encode(), a.json)
             c = counters.get((a.detector, a.severity))
             if c is None:   # labels() takes a lock and builds a key: once per detector
                 c = counters[(a.detector, a.severity)] = WORKER_ALERTS.labels(a.detector,
@@ -232,7 +234,7 @@ class WorkerCore:
             if 0 <= lat < _MAX_LATENCY_OBS_S:
                 observe(lat)
             if self.alert_sink is not None:
-                self.alert_sink.append(a)
+                self.alert_sink.append(a.alert())
         self.stats["alerts"] += len(alerts)
         self.producer.poll(0)
 
@@ -352,7 +354,7 @@ class WorkerCore:
         for rt in self.parts.values():
             if kind is not None and rt.kind != kind:
                 continue
-            alerts = rt.engine.flush_alerts()
+            alerts = rt.engine.flush_rendered()
             if alerts:
                 self._emit(alerts)
                 n += len(alerts)

@@ -50,3 +50,43 @@ def test_details_are_coerced_as_validation_would():
     assert got == want
     assert orjson.dumps(got) == orjson.dumps(want)
     assert type(got["flag"]) is int and type(got["f"]) is float
+
+
+def test_rendered_alerts_are_the_models_json():
+    """``Engine.flush_rendered`` (what the worker produces) gives, version by version, the
+    bytes ``Alert.to_json()`` of ``flush_alerts`` gives: run the same traffic through two
+    engines, one rendering models, one JSON."""
+    from stream.synth import restamp
+
+    traffic = generate(SynthConfig(events=40_000, partitions=2, identities=1500, seed=3,
+                                   batch_events=2048))
+    msgs = [(k, p, v) for k, p, v, _n in traffic.wire_messages()]
+    t = int(traffic.numeric["time_ms"].max()) + 60_000    # then that hour squeezed: a storm
+    msgs += [(k, p, restamp(v, t + 200 * j)) for j, (k, p, v) in enumerate(msgs)]
+    models: dict = {}
+    rendered: dict = {}
+    got, want = [], []
+    for kind, part, value in msgs:
+        for engines, sink, flush in ((models, want, "flush_alerts"),
+                                     (rendered, got, "flush_rendered")):
+            e = engines.get((kind, part))
+            if e is None:
+                e = engines[(kind, part)] = Engine(DetectionSettings(), kind, part)
+            e.process(wire.decode(value), defer=True)
+            sink.extend(getattr(e, flush)())
+    assert len(want) > 200 and len(got) == len(want)
+    assert any(b'"followed_by_success":1' in r.json for r in got)   # a bool detail, coerced
+    for r, a in zip(got, want):
+        assert r.json == a.to_json()
+        assert (r.id, r.detector, r.severity, r.last_seen_ms) == (
+            a.id, a.detector, a.severity, a.last_seen_ms)
+        assert r.alert() == a
+
+
+def test_rendered_details_are_coerced_as_validation_would():
+    from detectors.engine import _details_json
+
+    raw = {"flag": True, "n": np.int64(3), "s": "a", "l": ["x"], "i": 7}
+    assert orjson.dumps(_details_json(raw)) == orjson.dumps(_details_value(raw))
+    plain = {"s": "a", "l": ["x"], "i": 7, "f": 1.5}
+    assert _details_json(plain) is plain
