@@ -285,8 +285,8 @@ class Engine:
             return
         comps = batch.distinct(batch.computer[m])
         known = self.features.dc_short
-        for c in comps.tolist():
-            name = batch.string(c)
+        # decode_many: the first string() of a batch converts its whole offset table
+        for name in batch.decode_many(comps).values():
             if name and name.split(".", 1)[0] not in known:
                 self._learn_dc(name)
 
