@@ -531,8 +531,7 @@ class Engine:
         c_gid = ((kc >> _U32) & _GID).astype(np.int64).tolist()
         c_val = (kc & _LOW32).astype(np.int64)
         bounds = np.searchsorted(c_list, np.arange(len(cols) + 1)).tolist()
-        strs = c_val[bounds[2]:] if bounds[0] == bounds[1] else np.concatenate(
-            (c_val[:bounds[1]], c_val[bounds[2]:]))
+        strs = np.concatenate((c_val[:bounds[1]], c_val[bounds[2]:]))   # all but event ids
         dec = batch.decode_many(np.unique(strs)) if len(strs) else {}
         c_val = c_val.tolist()
         for j, name in enumerate(_LIST_NAMES):
@@ -547,12 +546,8 @@ class Engine:
                         if len(lst) >= _MAX_LIST:
                             oas[g].full |= 2
                 continue
-            # the groups' lists gathered first when most groups have a candidate
-            lists = (None if 2 * (b - a) < ng else [oa.dcs for oa in oas] if j == 0 else
-                     [oa.entities[name] for oa in oas])
             for g, v in zip(c_gid[a:b], c_val[a:b]):
-                lst = (oas[g].dcs if j == 0 else oas[g].entities[name]) if lists is None \
-                    else lists[g]
+                lst = oas[g].dcs if j == 0 else oas[g].entities[name]
                 if len(lst) < _MAX_LIST:
                     s = dec[v]
                     if s and s not in lst:

@@ -246,6 +246,8 @@ class Kerberoasting(Detector):
                 3: "tickets for an unusually large number of user-account services"}
 
     retention_param = ("window_s", 1000)
+    # every reason the last batch's hits give (merge_rows: a list holding them all is closed)
+    _batch_reasons: frozenset[str] | None = None
 
     def run(self, batch, ctx, hits):
         st = self.state
@@ -277,8 +279,6 @@ class Kerberoasting(Detector):
             self._facts = dict(zip(idx.tolist(), zip(
                 map(reason.__getitem__, kinds), map(enc_text.__getitem__, enc_at.tolist()),
                 map(svc_text.__getitem__, svc.tolist()))))
-            # every reason this batch's hits give (merge_rows: a list holding them all is
-            # closed to this batch)
             self._batch_reasons = frozenset(map(reason.__getitem__, set(kinds)))
 
     def _fact(self, batch, i) -> tuple[str, str, str]:
@@ -309,8 +309,9 @@ class Kerberoasting(Detector):
         self.merge_details(into, batch, rows[0], auxs[0])
         if len(rows) > 1:
             reasons, spns = into.get("reason"), into.get("spns")
+            every = self._batch_reasons
             open_r = (isinstance(reasons, list) and len(reasons) < MAX_DETAIL_ITEMS
-                      and not (getattr(self, "_batch_reasons", None) or _ANY).issubset(reasons))
+                      and not (every is not None and every.issubset(reasons)))
             open_s = isinstance(spns, list) and len(spns) < MAX_DETAIL_ITEMS
             if open_r or open_s:
                 facts = getattr(self, "_facts", {})
@@ -330,9 +331,6 @@ class Kerberoasting(Detector):
         if a:
             merge_distinct(into, a)
 
-
-# never a subset of a reason list: no batch-level shortcut
-_ANY = frozenset({object()})
 
 # a roasting storm renders the same few encryption types for every hit
 _hex = functools.lru_cache(maxsize=256)(hex)
