@@ -343,6 +343,25 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
             # within one scrape
             return (done - n0) / (time.perf_counter() - t0), text, now, done
 
+        def produced_then_timed(batches, done_before: float) -> tuple[float, str, float, float]:
+            """Produce ``batches`` once the worker has processed ``done_before`` events, then
+            its rate over them from the moment all of them are in the broker (no producer
+            competes with the worker; a worker that finished them during production is
+            timed over the production). Returns (events/s, the last /metrics page, seconds
+            of production, events of ``batches`` processed meanwhile)."""
+            n = sum(b[3] for b in batches)
+            t_p = time.perf_counter()
+            _produce_all(p, names, batches)
+            t2 = time.perf_counter()
+            n2 = _metric_sum(scrape() or "", "itdr_worker_events_total")
+            if n2 < done_before:
+                t2, n2 = t_p, float(done_before)
+            if n2 < done_before + n:
+                got, text, _, _ = run_until(done_before + n, t2, n2)
+            else:   # processed while it was produced (tiny --events)
+                got, text = n / max(t2 - t_p, 1e-9), scrape() or ""
+            return got, text, t2 - t_p, n2 - done_before
+
         if t_first is None:
             raise RuntimeError(f"the worker never got its partitions; see {tmp}/worker.log")
         cold, _, _, _ = run_until(total_ev, t_first, 0.0)
@@ -350,19 +369,10 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         # hour 2 once hour 1 is processed (each agent progresses on its own: with both hours
         # queued, one kind's second hour would overlap the other's first). Its clock starts
         # when all of it is in the broker: the worker's rate while no producer competes
-        t_p = time.perf_counter()
-        _produce_all(p, names, hour2)
-        t2 = time.perf_counter()
-        n2 = _metric_sum(scrape() or "", "itdr_worker_events_total")
-        if n2 < total_ev:
-            t2, n2 = t_p, float(total_ev)
-        say(f"second hour produced in {t2 - t_p:.2f}s, meanwhile the worker processed "
-            f"{n2 - total_ev:,.0f} of its {total_ev:,} events; timed from then")
-        if n2 < 2 * total_ev:
-            eps, text, _, _ = run_until(2 * total_ev, t2, n2)
-        else:   # hour 2 processed while it was produced (tiny --events)
-            eps, text = total_ev / max(t2 - t_p, 1e-9), scrape() or ""
+        eps, text, took, during = produced_then_timed(hour2, float(total_ev))
         t_done = time.perf_counter()
+        say(f"second hour produced in {took:.2f}s, meanwhile the worker processed "
+            f"{during:,.0f} of its {total_ev:,} events; timed from then")
         say(f"worker, second hour (steady state): {eps:,.0f} events/s on one core "
             f"({eps / ceiling:.2f} of the ceiling)")
         det = _metric_by_label(text, "itdr_worker_detector_seconds_total", "detector")
@@ -483,13 +493,7 @@ def _bench_stream(args, worker_core: set[int], other_cores: set[int]) -> int:
         for kind, part, value, n in msgs:
             storm_msgs.append((kind, part, restamp(value, t_cap + int(at * 1000)), n))
             at += n / rate
-        t_p = time.perf_counter()
-        _produce_all(p, names, storm_msgs)
-        t2 = time.perf_counter()
-        n2 = _metric_sum(scrape() or "", "itdr_worker_events_total")
-        if n2 < produced:
-            t2, n2 = t_p, produced
-        storm_eps, _, _, _ = run_until(produced + total_ev, t2, n2)
+        storm_eps, _, _, _ = produced_then_timed(storm_msgs, produced)
         produced += total_ev
         say(f"worker under a sustained alert storm (the squeezed hour once more, produced "
             f"first): {storm_eps:,.0f} events/s, {storm_eps / eps:.2f} of its steady rate")
