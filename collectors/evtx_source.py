@@ -46,6 +46,7 @@ import orjson
 
 from stream.errors import ITDRError, ParseError
 
+from . import native
 from .files import EVTX_MAGIC, expand_paths, iter_file_records
 from .normalize import NORMALIZED_EVENT_IDS
 from .records import MAX_RECORD_BYTES, from_evtx_json, from_xml, parse_json_record
@@ -60,11 +61,36 @@ MAX_CONSECUTIVE_ERRORS = 10_000
 _EID_RE = re.compile(r'"EventID":\s*(?:\{[^}]*\}\s*,\s*"#text":\s*|\{"#text":\s*)?(\d+)')
 
 
-def peek_event_id(data: str) -> int | None:
+def peek_event_id_py(data: str) -> int | None:
     """EventID of an ``evtx`` JSON record without parsing it (System comes first):
     ``"EventID":4624`` or ``"EventID":{"#attributes":{...},"#text":7045}``."""
     m = _EID_RE.search(data, 0, 2000)
     return int(m.group(1)) if m else None
+
+
+_NATIVE_PEEK = native.ext.peek_event_id if native.AVAILABLE else None
+_NATIVE_FLAT = native.ext.flat_from_evtx_json if native.AVAILABLE else None
+
+
+def peek_event_id(data: str) -> int | None:
+    """:func:`peek_event_id_py`, in C when the extension is built (-1 = no match, None =
+    not handled there: the regex decides)."""
+    if _NATIVE_PEEK is not None:
+        r = _NATIVE_PEEK(data)
+        if r is not None:
+            return r if r >= 0 else None
+    return peek_event_id_py(data)
+
+
+def flat_evtx(data: str) -> dict:
+    """``from_evtx_json(orjson.loads(data))``: in C for the common shape when the extension is
+    built; anything else (and every malformed record, with its exact error) takes the Python
+    path."""
+    if _NATIVE_FLAT is not None:
+        rec = _NATIVE_FLAT(data)
+        if rec is not None:
+            return rec
+    return from_evtx_json(orjson.loads(data))
 
 
 def _kind(path: Path) -> str:
@@ -388,6 +414,7 @@ class FileSource:
     def _evtx_records(self, src, path: Path, sid: str, last: int,
                       first: int | None) -> Iterator[Item]:
         origin = str(path)
+        peek, flat = _NATIVE_PEEK, _NATIVE_FLAT
         for rid, data, err in iter_evtx_records(src, last, self.evtx_threads):
             if first is None and err is None:
                 first = rid
@@ -396,13 +423,25 @@ class FileSource:
                 continue
             self.records_read += 1
             p = {"record_id": rid, "first_record_id": first}
-            eid = peek_event_id(data)
+            if peek is not None:
+                eid = peek(data)
+                if eid is None:
+                    eid = peek_event_id_py(data)
+                elif eid < 0:
+                    eid = None
+            else:
+                eid = peek_event_id_py(data)
             if eid is not None and eid not in NORMALIZED_EVENT_IDS:
                 # fast path: an id the product does not consume -> counted, not parsed
                 self.positions[sid] = p
                 yield {"_eid": eid, "_time_ms": 0}, None, origin, None, sid, p
                 continue
             o = f"{origin}#{rid}"
+            rec = flat(data) if flat is not None else None
+            if rec is not None:
+                self.positions[sid] = p
+                yield rec, None, o, None, sid, p
+                continue
             try:
                 rec = from_evtx_json(orjson.loads(data))
             except ParseError as e:

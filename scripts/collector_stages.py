@@ -1,7 +1,7 @@
 """Where a collector record's time goes, stage by stage: the records of ``itdr bench
 collect``'s assembled input (from ../shared/samples) run through the Rust parser alone, then
-with each stage of the collector's EVTX path added in turn (event-id peek, JSON decode,
-flattening, normalization, batching + column build + wire encode), on one core. Prints the
+with each stage of the collector's EVTX path added in turn (event-id peek, JSON -> flat
+record, normalization, batching + column build + wire encode), on one core. Prints the
 added microseconds per record of each stage. No broker: the producer is not included.
 
     .venv/bin/python scripts/collector_stages.py [--events 200000] [--passes 2]
@@ -19,15 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import evtx  # noqa: E402
-import orjson  # noqa: E402
-
 from collectors.batcher import Batcher  # noqa: E402
 from collectors.bench import build_input, default_files  # noqa: E402
-from collectors.evtx_source import NORMALIZED_EVENT_IDS, peek_event_id  # noqa: E402
+from collectors import native  # noqa: E402
+from collectors.evtx_source import NORMALIZED_EVENT_IDS, flat_evtx, peek_event_id  # noqa: E402
 from collectors.normalize import Normalizer  # noqa: E402
-from collectors.records import from_evtx_json  # noqa: E402
 
-STAGES = ["parse (the ceiling)", "+ event-id peek", "+ orjson.loads", "+ flatten",
+STAGES = ["parse (the ceiling)", "+ event-id peek", "+ JSON -> flat record",
           "+ normalize", "+ batcher, build, encode"]
 
 
@@ -43,17 +41,14 @@ def run(path: str, upto: int) -> tuple[float, int]:
         eid = peek_event_id(data)
         if (eid is not None and eid not in NORMALIZED_EVENT_IDS) or upto < 2:
             continue
-        obj = orjson.loads(data)
+        rec = flat_evtx(data)
         if upto < 3:
             continue
-        rec = from_evtx_json(obj)
-        if upto < 4:
-            continue
         ev = norm.normalize(rec)
-        if ev is None or upto < 5:
+        if ev is None or upto < 4:
             continue
         batcher.add(ev, n)
-    if upto >= 5:
+    if upto >= 4:
         batcher.flush()
     return time.perf_counter() - t, n
 
@@ -69,6 +64,7 @@ def main() -> int:
         return 2
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[-1]})
+    print(f"hot path: {native.status()} (ITDR_NATIVE=0 for the Python path)")
     with tempfile.TemporaryDirectory() as tmp:
         path, _, _ = build_input(samples, a.events, tmp)
         for _ in range(a.passes):

@@ -1,0 +1,40 @@
+"""The collector's optional C hot path (``collectors/_native.c``, built by ``pip install``
+when a C compiler is present).
+
+Each native function mirrors a Python function that stays the specification and the
+fallback: a native call returns ``None`` for anything outside its common case and the caller
+then runs the Python code, so the output is the same with or without the extension (tests/
+collectors/test_native.py compares them on fixtures, generated records and every sample).
+
+* ``peek_event_id``        -- :func:`collectors.evtx_source.peek_event_id_py`
+* ``flat_from_evtx_json``  -- ``records.from_evtx_json(orjson.loads(data))``
+* ``build_columns``        -- the column build of :meth:`collectors.batcher.BatchBuilder.build`
+
+``ITDR_NATIVE=0`` in the environment turns the extension off (A/B measurements, or to rule it
+out when something looks wrong).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+_OFF = os.environ.get("ITDR_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+try:
+    if _OFF:
+        raise ImportError("ITDR_NATIVE=0")
+    from . import _native as ext  # type: ignore[attr-defined]
+except ImportError as e:  # no compiler at install time, or turned off
+    ext = None
+    if not _OFF:
+        log.debug("collectors._native not available (%s): the Python path runs", e)
+
+AVAILABLE = ext is not None
+
+
+def status() -> str:
+    """``"native"`` or ``"python"`` (reported by the bench and the heartbeat)."""
+    return "native" if AVAILABLE else "python"
