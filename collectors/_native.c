@@ -829,6 +829,558 @@ done:
     return res;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * normalize: the per-event-id functions of collectors/normalize.py (_gen_source), table-driven
+ * from EVENT_TABLE (set_table, called once by normalize.py). ASCII strings only: a record
+ * whose consumed strings are not all plain ASCII str objects is declined (None), as are the
+ * ids whose spec the C side does not model (account attribute folding).
+ * ---------------------------------------------------------------------------------------- */
+
+#define FK_PLAIN 0
+#define FK_IP 1
+#define FK_HOST 2
+#define FK_LOWER 3
+
+#define SP_NULL_SUBJECT 1     /* 4624: SubjectUserSid S-1-0-0 */
+#define SP_VALUE_LOWER 2      /* 4781: value lower case, always set */
+#define SP_TGS 4              /* 4769: service ending in $, TransmittedServices */
+#define SP_VALUE_DELETED 8    /* 5136: OperationType */
+#define SP_USER_SID 16        /* 7045: account_sid from the System UserID */
+#define SP_HAS_SRC_IP 32      /* the spec maps src_ip */
+
+typedef struct { PyObject *name, *dom, *sid; } nspec;         /* keys (NULL = none) */
+typedef struct { PyObject *field, *key; int kind; } fspec;
+typedef struct { PyObject *field, *key; long long dflt; int is_unsigned; } ispec;
+
+typedef struct {
+    int used;
+    PyObject *action, *proto;           /* proto NULL: the authentication-package rule */
+    int has_acc, has_tgt;
+    nspec acc, tgt;
+    int n_fields, n_ints, n_extra, special, failure;   /* failure: 0 none, 1 always, 2 Status */
+    fspec fields[12];
+    ispec ints[8];
+    PyObject *extra[12];
+} espec;
+
+#define MAX_EID 8192
+static espec *etable = NULL;            /* indexed by event id (< MAX_EID) */
+
+static PyObject *F_time_ms, *F_record_id, *F_event_id, *F_computer, *F_channel, *F_provider,
+    *F_action, *F_protocol, *F_account, *F_account_domain, *F_account_sid, *F_target_account,
+    *F_target_sid, *F_src_ip, *F_service, *F_value, *F_flags, *F_extra, *R_user_sid,
+    *R_subject_sid, *R_transmitted, *R_operation, *R_status, *R_authpkg, *R_logonproc,
+    *P_kerberos, *P_ntlm, *P_negotiate;
+
+typedef struct { const char *p; Py_ssize_t n; PyObject *obj; } span;   /* obj: whole value */
+
+#define DECLINE 1
+
+static inline int a_space(char c) {     /* str.isspace() on ASCII */
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+}
+
+static inline char a_lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c; }
+static inline char a_upper(char c) { return (c >= 'a' && c <= 'z') ? (char)(c - 32) : c; }
+
+static int ieq(const char *p, Py_ssize_t n, const char *w) {    /* ASCII case-insensitive */
+    Py_ssize_t m = (Py_ssize_t)strlen(w);
+    if (m != n) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (a_lower(p[i]) != w[i]) return 0;
+    return 1;
+}
+
+/* rec.get(key) as an ASCII span, stripped, "" for the empty markers (normalize._fs);
+ * DECLINE for a value that is not an ASCII str (or None / missing) */
+static int fs(PyObject *rec, PyObject *key, span *out) {
+    out->p = "";
+    out->n = 0;
+    out->obj = NULL;
+    if (key == NULL) return 0;
+    PyObject *v = PyDict_GetItemWithError(rec, key);
+    if (v == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (v == Py_None) return 0;
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) return DECLINE;
+    const char *p = (const char *)PyUnicode_DATA(v);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v), a = 0, b = n;
+    while (a < b && a_space(p[a])) a++;
+    while (b > a && a_space(p[b - 1])) b--;
+    n = b - a;
+    if (n <= 6 && (n == 0 || ieq(p + a, n, "-") || ieq(p + a, n, "%%1793") ||
+                   ieq(p + a, n, "null") || ieq(p + a, n, "none") || ieq(p + a, n, "n/a")))
+        return 0;
+    out->p = p + a;
+    out->n = n;
+    out->obj = (a == 0 && b == PyUnicode_GET_LENGTH(v)) ? v : NULL;
+    return 0;
+}
+
+/* a str from a span with a case map (0 none, 1 lower, 2 upper); reuses the value when
+ * nothing changes */
+static PyObject *span_str(const span *s, int cmap) {
+    if (s->n == 0) { Py_INCREF(S_empty); return S_empty; }
+    int same = s->obj != NULL;
+    if (same && cmap) {
+        for (Py_ssize_t i = 0; i < s->n; i++) {
+            char c = s->p[i];
+            if (cmap == 1 ? (c >= 'A' && c <= 'Z') : (c >= 'a' && c <= 'z')) { same = 0; break; }
+        }
+    }
+    if (same) { Py_INCREF(s->obj); return s->obj; }
+    PyObject *o = PyUnicode_New(s->n, 127);
+    if (o == NULL) return NULL;
+    char *d = (char *)PyUnicode_DATA(o);
+    for (Py_ssize_t i = 0; i < s->n; i++)
+        d[i] = cmap == 1 ? a_lower(s->p[i]) : cmap == 2 ? a_upper(s->p[i]) : s->p[i];
+    return o;
+}
+
+static int put_span(PyObject *ev, PyObject *f, const span *s, int cmap) {
+    PyObject *v = span_str(s, cmap);
+    if (v == NULL) return -1;
+    int r = PyDict_SetItem(ev, f, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* normalize.norm_account(name, domain, computer) on stripped ASCII spans; the result is
+ * written to buf (lower case), its length returned */
+static Py_ssize_t norm_account_c(const span *name, const span *dom, const char *comp,
+                                 Py_ssize_t compn, char *buf) {
+    if (name->n == 0) return 0;
+    const char *n = name->p, *d = dom->p;
+    Py_ssize_t nn = name->n, dn = dom->n;
+    const char *bs = memchr(n, '\\', (size_t)nn);
+    if (bs != NULL) {
+        d = n;
+        dn = bs - n;
+        n = bs + 1;
+        nn = name->n - dn - 1;
+    } else {
+        const char *at = memchr(n, '@', (size_t)nn);
+        if (at != NULL) {
+            if (dn == 0) { d = at + 1; dn = nn - (at - n) - 1; }
+            nn = at - n;
+        }
+    }
+    Py_ssize_t o = 0;
+    if (dn > 0) {
+        /* _dom_label: strip, lower, first label */
+        Py_ssize_t a = 0, b = dn;
+        while (a < b && a_space(d[a])) a++;
+        while (b > a && a_space(d[b - 1])) b--;
+        for (Py_ssize_t i = a; i < b && d[i] != '.'; i++) buf[o++] = a_lower(d[i]);
+    } else {
+        /* _computer_domain: the second label of a name with more than two */
+        const char *dot1 = memchr(comp, '.', (size_t)compn);
+        if (dot1 != NULL) {
+            const char *rest = dot1 + 1;
+            const char *dot2 = memchr(rest, '.', (size_t)(comp + compn - rest));
+            if (dot2 != NULL)
+                for (const char *c = rest; c < dot2; c++) buf[o++] = a_lower(*c);
+        }
+    }
+    if (o > 0) buf[o++] = '\\';
+    for (Py_ssize_t i = 0; i < nn; i++) buf[o++] = a_lower(n[i]);
+    return o;
+}
+
+static int put_buf(PyObject *ev, PyObject *f, const char *b, Py_ssize_t n) {
+    PyObject *v = n ? ascii_str(b, n) : (Py_INCREF(S_empty), S_empty);
+    if (v == NULL) return -1;
+    int r = PyDict_SetItem(ev, f, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* normalize._pint on an ASCII span: (value, ok); big values are reduced mod 2^64 with an
+ * overflow flag (enough for `& 0xFFFFFFFF` and for the int32 range check) */
+typedef struct { int ok, neg, big; uint64_t mag; } pint_t;
+
+static pint_t pint_c(const span *s) {
+    pint_t r = {0, 0, 0, 0};
+    const char *p = s->p;
+    Py_ssize_t n = s->n, i = 0;
+    if (n == 0) return r;
+    int hex = n >= 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
+    if (hex) {
+        i = 2;
+        if (i >= n) return r;
+        for (; i < n; i++) {
+            int h = hexv(p[i]);
+            if (h < 0) return r;                    /* '_' and signs: declined by caller */
+            if (r.mag >> 60) r.big = 1;
+            r.mag = r.mag << 4 | (uint64_t)h;
+        }
+        r.ok = 1;
+        return r;
+    }
+    if (p[0] == '+' || p[0] == '-') { r.neg = p[0] == '-'; i = 1; }
+    if (i >= n) return r;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return r;
+        uint64_t m = r.mag * 10 + (uint64_t)(p[i] - '0');
+        if (r.mag > 1844674407370955161ULL || m < r.mag * 10) r.big = 1;
+        r.mag = m;
+    }
+    r.ok = 1;
+    return r;
+}
+
+static int has_underscore(const span *s) { return memchr(s->p, '_', (size_t)s->n) != NULL; }
+
+static int contains(const char *p, Py_ssize_t n, const char *w) {   /* w lower case */
+    Py_ssize_t m = (Py_ssize_t)strlen(w);
+    for (Py_ssize_t i = 0; i + m <= n; i++) {
+        Py_ssize_t j = 0;
+        while (j < m && a_lower(p[i + j]) == w[j]) j++;
+        if (j == m) return 1;
+    }
+    return 0;
+}
+
+/* orjson.dumps of {str: str} (ASCII) appended to buf; returns the new length or -1 */
+static Py_ssize_t json_str(char *buf, Py_ssize_t o, Py_ssize_t cap, const char *p, Py_ssize_t n) {
+    static const char hx[] = "0123456789abcdef";
+    if (o + 2 + 6 * n > cap) return -1;
+    buf[o++] = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '"' || c == '\\') { buf[o++] = '\\'; buf[o++] = (char)c; }
+        else if (c >= 0x20) buf[o++] = (char)c;
+        else if (c == '\b') { buf[o++] = '\\'; buf[o++] = 'b'; }
+        else if (c == '\t') { buf[o++] = '\\'; buf[o++] = 't'; }
+        else if (c == '\n') { buf[o++] = '\\'; buf[o++] = 'n'; }
+        else if (c == '\f') { buf[o++] = '\\'; buf[o++] = 'f'; }
+        else if (c == '\r') { buf[o++] = '\\'; buf[o++] = 'r'; }
+        else {
+            buf[o++] = '\\'; buf[o++] = 'u'; buf[o++] = '0'; buf[o++] = '0';
+            buf[o++] = hx[c >> 4]; buf[o++] = hx[c & 15];
+        }
+    }
+    buf[o++] = '"';
+    return o;
+}
+
+static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "normalize(rec, eid, time_ms, record_id)");
+        return NULL;
+    }
+    PyObject *rec = args[0];
+    if (etable == NULL || !PyDict_CheckExact(rec)) Py_RETURN_NONE;
+    long eid = PyLong_AsLong(args[1]);
+    if (eid == -1 && PyErr_Occurred()) { PyErr_Clear(); Py_RETURN_NONE; }
+    if (eid < 0 || eid >= MAX_EID || !etable[eid].used) Py_RETURN_NONE;
+    espec *sp = &etable[eid];
+    span comp, s1, s2, s3;
+    char nbuf[1024], cbuf[512];
+    int rc;
+    PyObject *ev = NULL;
+#define TRY(x) do { rc = (x); if (rc) goto out; } while (0)
+
+    TRY(fs(rec, K_computer, &comp));
+    /* computer: _fs(...).lower().lstrip('\\') */
+    Py_ssize_t cn = 0;
+    {
+        Py_ssize_t a = 0;
+        while (a < comp.n && comp.p[a] == '\\') a++;
+        if (comp.n - a > (Py_ssize_t)sizeof(cbuf)) { rc = DECLINE; goto out; }
+        for (Py_ssize_t i = a; i < comp.n; i++) cbuf[cn++] = a_lower(comp.p[i]);
+    }
+    PyObject *ch = PyDict_GetItemWithError(rec, K_channel);
+    PyObject *pv = PyDict_GetItemWithError(rec, K_provider);
+    if (PyErr_Occurred()) { rc = -1; goto out; }
+    if (ch != NULL && !(PyUnicode_CheckExact(ch) && PyUnicode_IS_ASCII(ch))) { rc = DECLINE; goto out; }
+    if (pv != NULL && !PyUnicode_CheckExact(pv)) { rc = DECLINE; goto out; }
+
+    ev = _PyDict_NewPresized(24);
+    if (ev == NULL) return NULL;
+    TRY(PyDict_SetItem(ev, F_time_ms, args[2]) ? -1 : 0);
+    TRY(PyDict_SetItem(ev, F_record_id, args[3]) ? -1 : 0);
+    TRY(PyDict_SetItem(ev, F_event_id, args[1]) ? -1 : 0);
+    TRY(put_buf(ev, F_computer, cbuf, cn));
+    if (ch == NULL) {
+        TRY(PyDict_SetItem(ev, F_channel, S_empty) ? -1 : 0);
+    } else {
+        span c = {PyUnicode_DATA(ch), PyUnicode_GET_LENGTH(ch), ch};
+        TRY(put_span(ev, F_channel, &c, 1));
+    }
+    TRY(PyDict_SetItem(ev, F_provider, pv != NULL ? pv : S_empty) ? -1 : 0);
+    TRY(PyDict_SetItem(ev, F_action, sp->action) ? -1 : 0);
+    if (sp->proto != NULL) {
+        TRY(PyDict_SetItem(ev, F_protocol, sp->proto) ? -1 : 0);
+    } else {                                    /* _proto_auth */
+        TRY(fs(rec, R_authpkg, &s1));
+        if (s1.n == 0) TRY(fs(rec, R_logonproc, &s1));
+        PyObject *pr = NULL;
+        if (contains(s1.p, s1.n, "kerberos")) pr = P_kerberos;
+        else if (contains(s1.p, s1.n, "ntlm")) pr = P_ntlm;
+        else if (contains(s1.p, s1.n, "negotiate")) pr = P_negotiate;
+        if (pr != NULL) TRY(PyDict_SetItem(ev, F_protocol, pr) ? -1 : 0);
+        else { s1.obj = s1.obj; TRY(put_span(ev, F_protocol, &s1, 1)); }
+    }
+    long flags = 0;
+    if (sp->has_acc) {
+        TRY(fs(rec, sp->acc.name, &s1));
+        TRY(fs(rec, sp->acc.dom, &s2));
+        if (s1.n + s2.n + cn + 2 > (Py_ssize_t)sizeof(nbuf)) { rc = DECLINE; goto out; }
+        TRY(put_buf(ev, F_account, nbuf, norm_account_c(&s1, &s2, cbuf, cn, nbuf)));
+        if (sp->acc.dom) TRY(put_span(ev, F_account_domain, &s2, 0));
+        int anon_sid = 0;
+        if (sp->acc.sid) {
+            TRY(fs(rec, sp->acc.sid, &s3));
+            TRY(put_span(ev, F_account_sid, &s3, 2));
+            anon_sid = ieq(s3.p, s3.n, "s-1-5-7");
+        }
+        if (s1.n && s1.p[s1.n - 1] == '$') flags |= 1;                       /* machine */
+        if (ieq(s1.p, s1.n, "anonymous logon") || ieq(s1.p, s1.n, "anonymous") || anon_sid)
+            flags |= 4;                                                       /* anonymous */
+    } else if (sp->special & SP_USER_SID) {
+        TRY(fs(rec, K_user_sid, &s3));
+        TRY(put_span(ev, F_account_sid, &s3, 2));
+    }
+    if (sp->has_tgt) {
+        TRY(fs(rec, sp->tgt.name, &s1));
+        TRY(fs(rec, sp->tgt.dom, &s2));
+        if (s1.n + s2.n + cn + 2 > (Py_ssize_t)sizeof(nbuf)) { rc = DECLINE; goto out; }
+        TRY(put_buf(ev, F_target_account, nbuf, norm_account_c(&s1, &s2, cbuf, cn, nbuf)));
+        if (sp->tgt.sid) {
+            TRY(fs(rec, sp->tgt.sid, &s3));
+            TRY(put_span(ev, F_target_sid, &s3, 2));
+        }
+        if (s1.n && s1.p[s1.n - 1] == '$') flags |= 8;                       /* target machine */
+    }
+    for (int i = 0; i < sp->n_fields; i++) {
+        fspec *f = &sp->fields[i];
+        TRY(fs(rec, f->key, &s1));
+        if (s1.n == 0) continue;
+        if (f->kind == FK_IP) {
+            if (s1.n >= 7 && ieq(s1.p, 7, "::ffff:")) {
+                s1.p += 7; s1.n -= 7; s1.obj = NULL;
+                if (s1.n == 0) {                        /* "::ffff:" -> "" is still set */
+                    TRY(PyDict_SetItem(ev, f->field, S_empty) ? -1 : 0);
+                    continue;
+                }
+            }
+            TRY(put_span(ev, f->field, &s1, 1));
+        } else if (f->kind == FK_HOST) {
+            while (s1.n && s1.p[0] == '\\') { s1.p++; s1.n--; s1.obj = NULL; }
+            if (s1.n == 0) { TRY(PyDict_SetItem(ev, f->field, S_empty) ? -1 : 0); continue; }
+            TRY(put_span(ev, f->field, &s1, 1));
+        } else {
+            TRY(put_span(ev, f->field, &s1, f->kind == FK_LOWER ? 1 : 0));
+        }
+    }
+    for (int i = 0; i < sp->n_ints; i++) {
+        ispec *f = &sp->ints[i];
+        int has = PyDict_Contains(rec, f->key);
+        if (has < 0) { rc = -1; goto out; }
+        if (!has) continue;
+        TRY(fs(rec, f->key, &s1));
+        long long val = f->dflt;
+        if (s1.n) {
+            if (has_underscore(&s1)) { rc = DECLINE; goto out; }
+            pint_t p = pint_c(&s1);
+            if (p.ok) {
+                if (f->is_unsigned) {
+                    uint64_t m = p.neg ? (uint64_t)0 - p.mag : p.mag;
+                    val = (long long)(m & 0xFFFFFFFFULL);
+                } else if (!p.big && (p.neg ? p.mag <= 0x80000000ULL : p.mag <= 0x7FFFFFFFULL)) {
+                    val = p.neg ? -(long long)p.mag : (long long)p.mag;
+                }
+            }
+        }
+        PyObject *o = PyLong_FromLongLong(val);
+        if (o == NULL) { rc = -1; goto out; }
+        int r = PyDict_SetItem(ev, f->field, o);
+        Py_DECREF(o);
+        if (r) { rc = -1; goto out; }
+    }
+    if (sp->special & SP_NULL_SUBJECT) {
+        TRY(fs(rec, R_subject_sid, &s1));
+        if (ieq(s1.p, s1.n, "s-1-0-0")) flags |= 32;
+    }
+    if (sp->special & SP_VALUE_LOWER) {
+        PyObject *v = PyDict_GetItemWithError(ev, F_value);
+        if (v == NULL) {
+            if (PyErr_Occurred()) { rc = -1; goto out; }
+            TRY(PyDict_SetItem(ev, F_value, S_empty) ? -1 : 0);
+        } else {
+            span s = {PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v), v};
+            TRY(put_span(ev, F_value, &s, 1));
+        }
+    }
+    if (sp->special & SP_TGS) {
+        PyObject *v = PyDict_GetItemWithError(ev, F_service);
+        if (v == NULL && PyErr_Occurred()) { rc = -1; goto out; }
+        if (v != NULL && PyUnicode_GET_LENGTH(v) &&
+            ((const char *)PyUnicode_DATA(v))[PyUnicode_GET_LENGTH(v) - 1] == '$')
+            flags |= 8;
+        TRY(fs(rec, R_transmitted, &s1));
+        if (s1.n) flags |= 64;
+    }
+    if (sp->special & SP_VALUE_DELETED) {
+        TRY(fs(rec, R_operation, &s1));
+        if (contains(s1.p, s1.n, "%%14675") || contains(s1.p, s1.n, "value deleted"))
+            flags |= 128;
+    }
+    if (sp->failure == 1) {
+        flags |= 2;
+    } else if (sp->failure == 2) {
+        TRY(fs(rec, R_status, &s1));
+        if (s1.n) {
+            if (has_underscore(&s1)) { rc = DECLINE; goto out; }
+            pint_t p = pint_c(&s1);
+            if (p.ok && (p.mag != 0 || p.big)) flags |= 2;
+        }
+    }
+    if (sp->special & SP_HAS_SRC_IP) {
+        PyObject *v = PyDict_GetItemWithError(ev, F_src_ip);
+        if (v == NULL && PyErr_Occurred()) { rc = -1; goto out; }
+        const char *ip = v ? (const char *)PyUnicode_DATA(v) : "";
+        Py_ssize_t ipn = v ? PyUnicode_GET_LENGTH(v) : 0;
+        int loop4 = ipn == 9 && memcmp(ip, "127.0.0.1", 9) == 0;
+        int loop6 = ipn == 3 && memcmp(ip, "::1", 3) == 0;
+        if (ipn == 0 || loop4 || loop6 || (ipn == 9 && memcmp(ip, "localhost", 9) == 0) ||
+            (ipn >= 4 && memcmp(ip, "127.", 4) == 0)) {
+            flags |= 16;
+            if (loop4 || loop6) TRY(PyDict_SetItem(ev, F_src_ip, S_empty) ? -1 : 0);
+        }
+    }
+    {
+        PyObject *o = PyLong_FromLong(flags);
+        if (o == NULL) { rc = -1; goto out; }
+        int r = PyDict_SetItem(ev, F_flags, o);
+        Py_DECREF(o);
+        if (r) { rc = -1; goto out; }
+    }
+    if (sp->n_extra) {
+        char xbuf[8192];
+        Py_ssize_t o = 0;
+        int any = 0;
+        xbuf[o++] = '{';
+        for (int i = 0; i < sp->n_extra; i++) {
+            TRY(fs(rec, sp->extra[i], &s1));
+            if (s1.n == 0) continue;
+            if (any) xbuf[o++] = ',';
+            any = 1;
+            const char *k = PyUnicode_DATA(sp->extra[i]);
+            o = json_str(xbuf, o, (Py_ssize_t)sizeof(xbuf) - 2, k, PyUnicode_GET_LENGTH(sp->extra[i]));
+            if (o < 0) { rc = DECLINE; goto out; }
+            xbuf[o++] = ':';
+            o = json_str(xbuf, o, (Py_ssize_t)sizeof(xbuf) - 2, s1.p, s1.n);
+            if (o < 0) { rc = DECLINE; goto out; }
+        }
+        xbuf[o++] = '}';
+        if (any) TRY(put_buf(ev, F_extra, xbuf, o > 4000 ? 4000 : o));
+    }
+    return ev;
+out:
+#undef TRY
+    Py_XDECREF(ev);
+    if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static int key_or_null(PyObject *o, PyObject **out) {
+    if (o == Py_None) { *out = NULL; return 0; }
+    if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_ASCII(o)) {
+        PyErr_SetString(PyExc_TypeError, "set_table: keys must be ASCII str or None");
+        return -1;
+    }
+    Py_INCREF(o);
+    PyUnicode_InternInPlace(&o);
+    *out = o;
+    return 0;
+}
+
+static int nspec_from(PyObject *t, nspec *n) {
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) {
+        PyErr_SetString(PyExc_TypeError, "set_table: (name, domain, sid) expected");
+        return -1;
+    }
+    return key_or_null(PyTuple_GET_ITEM(t, 0), &n->name) ||
+           key_or_null(PyTuple_GET_ITEM(t, 1), &n->dom) ||
+           key_or_null(PyTuple_GET_ITEM(t, 2), &n->sid);
+}
+
+/* set_table({eid: (action, proto|None, acc|None, tgt|None, ((field, key, kind), ...),
+ *                  ((field, key, default, unsigned), ...), special, failure, (extra keys))})
+ * Called once at import; the table lives for the process (set again: replaced, the old one
+ * is leaked on purpose -- it is a few KB and never set twice outside tests). */
+static PyObject *set_table(PyObject *self, PyObject *arg) {
+    if (!PyDict_Check(arg)) { PyErr_SetString(PyExc_TypeError, "set_table: dict"); return NULL; }
+    espec *t = PyMem_Calloc(MAX_EID, sizeof(espec));
+    if (t == NULL) return PyErr_NoMemory();
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(arg, &pos, &k, &v)) {
+        long eid = PyLong_AsLong(k);
+        if (eid < 0 || eid >= MAX_EID || !PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 9) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "set_table: bad entry");
+            goto fail;
+        }
+        espec *e = &t[eid];
+        PyObject *fields = PyTuple_GET_ITEM(v, 4), *ints = PyTuple_GET_ITEM(v, 5),
+                 *extra = PyTuple_GET_ITEM(v, 8);
+        if (!PyTuple_Check(fields) || !PyTuple_Check(ints) || !PyTuple_Check(extra) ||
+            PyTuple_GET_SIZE(fields) > 12 || PyTuple_GET_SIZE(ints) > 8 ||
+            PyTuple_GET_SIZE(extra) > 12) {
+            PyErr_SetString(PyExc_ValueError, "set_table: fields/ints/extra too long");
+            goto fail;
+        }
+        if (key_or_null(PyTuple_GET_ITEM(v, 0), &e->action) ||
+            key_or_null(PyTuple_GET_ITEM(v, 1), &e->proto))
+            goto fail;
+        if (PyTuple_GET_ITEM(v, 2) != Py_None) {
+            e->has_acc = 1;
+            if (nspec_from(PyTuple_GET_ITEM(v, 2), &e->acc)) goto fail;
+        }
+        if (PyTuple_GET_ITEM(v, 3) != Py_None) {
+            e->has_tgt = 1;
+            if (nspec_from(PyTuple_GET_ITEM(v, 3), &e->tgt)) goto fail;
+        }
+        e->n_fields = (int)PyTuple_GET_SIZE(fields);
+        for (int i = 0; i < e->n_fields; i++) {
+            PyObject *f = PyTuple_GET_ITEM(fields, i);
+            if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) != 3 ||
+                key_or_null(PyTuple_GET_ITEM(f, 0), &e->fields[i].field) ||
+                key_or_null(PyTuple_GET_ITEM(f, 1), &e->fields[i].key))
+                goto bad;
+            e->fields[i].kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(f, 2));
+        }
+        e->n_ints = (int)PyTuple_GET_SIZE(ints);
+        for (int i = 0; i < e->n_ints; i++) {
+            PyObject *f = PyTuple_GET_ITEM(ints, i);
+            if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) != 4 ||
+                key_or_null(PyTuple_GET_ITEM(f, 0), &e->ints[i].field) ||
+                key_or_null(PyTuple_GET_ITEM(f, 1), &e->ints[i].key))
+                goto bad;
+            e->ints[i].dflt = PyLong_AsLongLong(PyTuple_GET_ITEM(f, 2));
+            e->ints[i].is_unsigned = PyObject_IsTrue(PyTuple_GET_ITEM(f, 3));
+        }
+        e->n_extra = (int)PyTuple_GET_SIZE(extra);
+        for (int i = 0; i < e->n_extra; i++)
+            if (key_or_null(PyTuple_GET_ITEM(extra, i), &e->extra[i])) goto fail;
+        e->special = (int)PyLong_AsLong(PyTuple_GET_ITEM(v, 6));
+        e->failure = (int)PyLong_AsLong(PyTuple_GET_ITEM(v, 7));
+        if (PyErr_Occurred()) goto fail;
+        e->used = 1;
+        continue;
+    bad:
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "set_table: bad field spec");
+        goto fail;
+    }
+    etable = t;
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(t);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 static PyMethodDef methods[] = {
@@ -836,6 +1388,9 @@ static PyMethodDef methods[] = {
      "records.from_evtx_json(orjson.loads(data)) for the common shape, else None."},
     {"peek_event_id", peek_event_id, METH_O,
      "evtx_source's event-id peek: the id, -1 for no match, None = use the regex."},
+    {"normalize", (PyCFunction)(void (*)(void))normalize_c, METH_FASTCALL,
+     "The compiled normalizer of one flat record (normalize._gen_source), or None."},
+    {"set_table", set_table, METH_O, "Load the normalizer table (normalize.native_table())."},
     {"build_columns", build_columns, METH_VARARGS,
      "Columns of a list of normalized events: (int64 bytes, uint32 bytes, table) or None."},
     {NULL, NULL, 0, NULL},
@@ -849,6 +1404,17 @@ PyMODINIT_FUNC PyInit__native(void) {
     IK(K_eid, "_eid") IK(K_time_ms, "_time_ms") IK(K_computer, "_computer")
     IK(K_channel, "_channel") IK(K_provider, "_provider") IK(K_record, "_record")
     IK(K_user_sid, "_user_sid") IK(S_empty, "")
+    IK(F_time_ms, "time_ms") IK(F_record_id, "record_id") IK(F_event_id, "event_id")
+    IK(F_computer, "computer") IK(F_channel, "channel") IK(F_provider, "provider")
+    IK(F_action, "action") IK(F_protocol, "protocol") IK(F_account, "account")
+    IK(F_account_domain, "account_domain") IK(F_account_sid, "account_sid")
+    IK(F_target_account, "target_account") IK(F_target_sid, "target_sid")
+    IK(F_src_ip, "src_ip") IK(F_service, "service") IK(F_value, "value") IK(F_flags, "flags")
+    IK(F_extra, "extra") IK(R_user_sid, "_user_sid") IK(R_subject_sid, "SubjectUserSid")
+    IK(R_transmitted, "TransmittedServices") IK(R_operation, "OperationType")
+    IK(R_status, "Status") IK(R_authpkg, "AuthenticationPackageName")
+    IK(R_logonproc, "LogonProcessName") IK(P_kerberos, "kerberos") IK(P_ntlm, "ntlm")
+    IK(P_negotiate, "negotiate")
 #undef IK
     return PyModule_Create(&moddef);
 }

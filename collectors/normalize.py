@@ -23,6 +23,8 @@ from typing import Any, Callable
 import orjson
 
 from stream.errors import NormalizationError
+
+from . import native
 from stream.schema import (FLAG_ANONYMOUS, FLAG_FAILURE, FLAG_LOCAL_SOURCE, FLAG_MACHINE,
                            FLAG_TARGET_MACHINE, NUMERIC_DEFAULTS)
 
@@ -132,6 +134,11 @@ def _status_fail(rec: dict) -> bool:
     return parse_int(rec.get("Status")) != 0
 
 
+def _always(rec: dict) -> bool:
+    """Failure predicate of ids that only record failures (4625, 4771, ...)."""
+    return True
+
+
 GROUP_CHANGE = dict(protocol="samr", account=SUBJ, target=None,
                     fields={"group": "TargetUserName", "group_sid": "TargetSid",
                             "member": "MemberName", "member_sid": "MemberSid"})
@@ -150,7 +157,7 @@ EVENT_TABLE: dict[int, dict[str, Any]] = {
                        "logon_process": "LogonProcessName",
                        "auth_package": "AuthenticationPackageName"},
                ints={"logon_type": "LogonType", "status": "Status", "sub_status": "SubStatus"},
-               failure=lambda r: True),
+               failure=_always),
     4648: dict(action="explicit_credentials", protocol="local", account=SUBJ,
                target=("TargetUserName", "TargetDomainName", None),
                fields={"src_ip": "IpAddress", "target_host": "TargetServerName",
@@ -178,7 +185,7 @@ EVENT_TABLE: dict[int, dict[str, Any]] = {
                fields={"src_ip": "IpAddress", "service": "ServiceName"},
                ints={"status": "Status", "preauth_type": "PreAuthType",
                      "ticket_options": "TicketOptions"},
-               failure=lambda r: True),
+               failure=_always),
     4776: dict(action="ntlm_validate", protocol="ntlm", account=("TargetUserName", None, None),
                target=None, fields={"src_host": "Workstation", "auth_package": "PackageName"},
                ints={"status": "Status"}, failure=_status_fail),
@@ -245,7 +252,7 @@ EVENT_TABLE: dict[int, dict[str, Any]] = {
                        "member_sid": "SourceSid"}),
     4766: dict(action="sid_history_failed", protocol="samr", account=SUBJ, target=TARGET,
                fields={"value": "SidList", "member": "SourceUserName",
-                       "member_sid": "SourceSid"}, failure=lambda r: True),
+                       "member_sid": "SourceSid"}, failure=_always),
     4781: dict(action="account_renamed", protocol="samr", account=SUBJ,
                target=("OldTargetUserName", "TargetDomainName", "TargetSid"),
                fields={"value": "NewTargetUserName"}),
@@ -267,13 +274,13 @@ EVENT_TABLE: dict[int, dict[str, Any]] = {
         4755: "group_changed", 4764: "group_type_changed"}.items()},
     # netlogon (System)
     5805: dict(action="netlogon_auth_failed", protocol="netlogon", account=None, target=None,
-               fields={"src_host": "Data0", "value": "Data2"}, failure=lambda r: True),
+               fields={"src_host": "Data0", "value": "Data2"}, failure=_always),
     5827: dict(action="netlogon_vulnerable_denied", protocol="netlogon",
                account=("MachineSamAccountName", "DomainName", None), target=None,
-               fields={"value": "AccountType"}, failure=lambda r: True),
+               fields={"value": "AccountType"}, failure=_always),
     5828: dict(action="netlogon_vulnerable_denied", protocol="netlogon",
                account=("MachineSamAccountName", "DomainName", None), target=None,
-               fields={"value": "AccountType"}, failure=lambda r: True),
+               fields={"value": "AccountType"}, failure=_always),
     5829: dict(action="netlogon_vulnerable_allowed", protocol="netlogon",
                account=("MachineSamAccountName", "DomainName", None), target=None,
                fields={"value": "AccountType"}),
@@ -384,7 +391,11 @@ class Normalizer:
                 if ok and time_ms.__class__ is int and 0 <= time_ms <= _INT64_MAX:
                     rid = rec.get("_record") or 0
                     if rid.__class__ is int and -_INT64_MAX - 1 <= rid <= _INT64_MAX:
-                        ev = fn(rec, eid, time_ms, rid)
+                        ev = None
+                        if _NATIVE_NORM is not None:
+                            ev = _NATIVE_NORM(rec, eid, time_ms, rid)
+                        if ev is None:
+                            ev = fn(rec, eid, time_ms, rid)
                         self.normalized += 1
                         return ev
             elif eid not in EVENT_TABLE:
@@ -712,6 +723,49 @@ def _compile(eid: int, spec: dict) -> Callable[[dict, int, int, int], dict]:
 
 _COMPILED: dict[int, Callable[[dict, int, int, int], dict]] = {
     eid: _compile(eid, spec) for eid, spec in EVENT_TABLE.items()}
+
+
+# -- the same functions in C (collectors/_native.c), loaded from this table -------------------
+# Field kinds, special steps and failure kinds as _native.c numbers them.
+_FK = {"src_ip": 1, "src_host": 2, "target_host": 2, "group": 3, "member": 3}
+_SP_NULL_SUBJECT, _SP_VALUE_LOWER, _SP_TGS, _SP_VALUE_DELETED, _SP_USER_SID, \
+    _SP_HAS_SRC_IP = 1, 2, 4, 8, 16, 32
+
+
+def native_table() -> dict[int, tuple]:
+    """:data:`EVENT_TABLE` in the form ``_native.set_table`` takes. Ids whose steps the C
+    side does not model (the account-attribute folding of 4720/4722/4738/4741/4742, a
+    protocol or failure rule other than the ones below) are left out: they keep their Python
+    function. Every step here mirrors one of :func:`_gen_source`."""
+    out = {}
+    for eid, spec in EVENT_TABLE.items():
+        proto = spec.get("protocol", "")
+        fail = spec.get("failure")
+        if eid in _ACCOUNT_ATTR_IDS or (callable(proto) and proto is not _proto_auth) or \
+                fail not in (None, _always, _status_fail):
+            continue
+        fields = spec.get("fields", {})
+        special = ((_SP_NULL_SUBJECT if eid == 4624 else 0)
+                   | (_SP_VALUE_LOWER if eid == 4781 else 0)
+                   | (_SP_TGS if eid == 4769 else 0)
+                   | (_SP_VALUE_DELETED if eid == 5136 else 0)
+                   | (_SP_USER_SID if eid == 7045 and not spec.get("account") else 0)
+                   | (_SP_HAS_SRC_IP if "src_ip" in fields else 0))
+        out[eid] = (
+            spec["action"], None if callable(proto) else proto,
+            spec.get("account") or None, spec.get("target") or None,
+            tuple((f, k, _FK.get(f, 0)) for f, k in fields.items()),
+            tuple((f, k, NUMERIC_DEFAULTS.get(f, 0), f in _UNSIGNED)
+                  for f, k in spec.get("ints", {}).items()),
+            special, 0 if fail is None else 1 if fail is _always else 2,
+            EXTRA_KEYS.get(eid, ()))
+    return out
+
+
+_NATIVE_NORM = None
+if native.AVAILABLE:
+    native.ext.set_table(native_table())
+    _NATIVE_NORM = native.ext.normalize
 
 
 

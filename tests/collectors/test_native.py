@@ -286,3 +286,99 @@ def test_every_sample_record_matches():
             n += 1
             answered += _check(d)
     assert n > 8000 and answered > n * 0.7
+
+
+# -- the normalizer ---------------------------------------------------------------------------
+
+_VOCAB = [None, "", "-", " - ", "%%1793", "NULL", "N/A", "none ", "0x0", "0X1F", "0x", "0x-1",
+          "-5", "+7", "007", "4294967296", "99999999999999999999", "-2147483649", "2147483647",
+          "0xffffffff", "0x1ffffffff", "18446744073709551617", "0x10000000000000005",
+          "1_000", "0x_1", "5.0", "DOMAIN\\User$", "\\alice",
+          " corp \\Bob", "user@REALM.LOCAL", "svc$@corp.local", "a\\b@c", "\\\\HOST01",
+          "\\\\", "::ffff:10.0.0.1", "::FFFF:", "127.0.0.1", "::1", "127.5.5.5", "localhost",
+          "10.0.0.5", "Kerberos", "NtLmSsp ", "Negotiate", "MICROSOFT_AUTHENTICATION_PACKAGE_V1_0",
+          "ANONYMOUS LOGON", "anonymous", "S-1-5-7", "s-1-0-0", "S-1-5-21-1-2-3-1104",
+          "%%14675", "Value Deleted", "%%14674", "caf\u00e9", "\tx\n", "\x1c y \x1f", "\x0bz",
+          'q"uo\\te', "ctl\x01\x1f\x7f", "x" * 5000, 5, 0.5, True]
+
+_COMPUTERS = ["DC01.CORP.LOCAL", "\\\\dc01.corp.local", "dc01", "a.b", "a..b", "", None, " - ",
+              "srv.x.y.z", "DC\u00e9.corp.local"]
+
+
+def _random_flat(rnd: random.Random, eid: int) -> dict:
+    from collectors.normalize import EVENT_TABLE, EXTRA_KEYS
+    spec = EVENT_TABLE[eid]
+    keys = set(EXTRA_KEYS.get(eid, ())) | {"SubjectUserSid", "TransmittedServices",
+                                            "OperationType", "Status",
+                                            "AuthenticationPackageName", "LogonProcessName"}
+    for part in ("account", "target"):
+        if spec.get(part):
+            keys |= {k for k in spec[part] if k}
+    keys |= set(spec.get("fields", {}).values()) | set(spec.get("ints", {}).values())
+    rec = {"_eid": eid, "_time_ms": rnd.randrange(0, 2**41), "_record": rnd.randrange(2**40),
+           "_computer": rnd.choice(_COMPUTERS),
+           "_channel": rnd.choice(["Security", "SECURITY", "System"]),
+           "_provider": rnd.choice(["Microsoft-Windows-Security-Auditing", "",
+                                    "Service Control Manager"]),
+           "_user_sid": rnd.choice(["", "S-1-5-18", "s-1-5-18 ", None])}
+    if rnd.random() < 0.2:
+        del rec["_computer"]
+    for k in sorted(keys):
+        if rnd.random() < 0.85:
+            rec[k] = rnd.choice(_VOCAB) if rnd.random() < 0.6 else rnd.choice(
+                [v for v in _VOCAB if isinstance(v, str) and v.isascii() and len(v) < 50])
+    return rec
+
+
+def test_normalize_matches_the_compiled_python_functions():
+    from collectors import normalize as nz
+    table = nz.native_table()
+    assert set(table) == set(nz.EVENT_TABLE) - {4720, 4722, 4738, 4741, 4742}
+    rnd = random.Random(5)
+    n = answered = 0
+    for eid in sorted(table):
+        for _ in range(400):
+            rec = _random_flat(rnd, eid)
+            t, rid = rec["_time_ms"], rec["_record"]
+            ref = nz._COMPILED[eid](dict(rec), eid, t, rid)
+            got = native.ext.normalize(rec, eid, t, rid)
+            n += 1
+            if got is None:
+                continue
+            answered += 1
+            assert got == ref, (eid, rec, got, ref)
+            assert list(got) == list(ref), (eid, rec)
+            assert [type(v) for v in got.values()] == [type(v) for v in ref.values()]
+    # plain-ASCII records are answered; non-ASCII / non-str values and '_' ints are declined
+    assert n == 400 * len(table) and 0.15 * n < answered < n
+
+
+def test_normalizer_with_the_c_path_equals_the_reference_walk():
+    from collectors.normalize import EVENT_TABLE, Normalizer
+    rnd = random.Random(9)
+    fast, ref = Normalizer(), Normalizer()
+    for eid in sorted(EVENT_TABLE):
+        for _ in range(60):
+            rec = _random_flat(rnd, eid)
+            try:
+                a = orjson.dumps(fast.normalize(dict(rec)))
+            except Exception as e:  # noqa: BLE001 - compare the errors too
+                a = (type(e).__name__, str(e))
+            try:
+                b = orjson.dumps(ref.normalize_reference(dict(rec)))
+            except Exception as e:  # noqa: BLE001
+                b = (type(e).__name__, str(e))
+            assert a == b, (eid, rec)
+
+
+def test_normalize_declines_outside_its_table():
+    assert native.ext.normalize({"_eid": 4688}, 4688, 0, 0) is None
+    assert native.ext.normalize({"_eid": 4738}, 4738, 0, 0) is None   # attribute folding
+    assert native.ext.normalize({"x": 1}, 99999, 0, 0) is None
+    assert native.ext.normalize({"TargetUserName": "caf\u00e9"}, 4624, 0, 0) is None
+    ev = native.ext.normalize({"TargetUserName": "Alice", "TargetDomainName": "CORP.LOCAL",
+                               "IpAddress": "::ffff:10.0.0.5", "LogonType": "3",
+                               "_computer": "DC01.corp.local", "_channel": "Security"},
+                              4624, 1000, 7)
+    assert ev["account"] == "corp\\alice" and ev["src_ip"] == "10.0.0.5"
+    assert ev["logon_type"] == 3 and ev["computer"] == "dc01.corp.local"
