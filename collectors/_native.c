@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef __SSE2__
@@ -27,7 +28,7 @@
  * ---------------------------------------------------------------------------------------- */
 
 static PyObject *K_eid, *K_time_ms, *K_computer, *K_channel, *K_provider, *K_record,
-    *K_user_sid, *S_empty;
+    *K_user_sid;
 
 /* EventData keys: a small cache bytes -> interned str, so that the keys of a flat record are
  * the interned strings the normalizer's literals are (dict lookups then hit by identity). */
@@ -53,10 +54,56 @@ static inline uint64_t khash(const char *p, Py_ssize_t n) {
     return h ^ (h >> 29);
 }
 
+/* A process-wide cache of short ASCII strings (direct-mapped, the newest wins a slot): values
+ * repeat a lot in a domain's events (domains, hosts, accounts, markers), and handing out the
+ * same object saves the allocation here and, later, the hashing and comparing of every dict
+ * lookup of that value (the batch's string table finds it by identity). */
+#define SC_SIZE (1 << 16)
+#define SC_MAXLEN 128
+static PyObject *scache[SC_SIZE];
+
+static inline uint64_t shash(const char *p, Py_ssize_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        memcpy(&w, p + i, (size_t)(n - i));
+        h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+static PyObject *S_empty;
+
 static PyObject *ascii_str(const char *p, Py_ssize_t n) {
+    if (n == 0 && S_empty != NULL) {
+        Py_INCREF(S_empty);
+        return S_empty;
+    }
+    PyObject **slot = NULL;
+    if (n <= SC_MAXLEN) {
+        slot = &scache[shash(p, n) & (SC_SIZE - 1)];
+        PyObject *o = *slot;
+        if (o != NULL && PyUnicode_GET_LENGTH(o) == n &&
+            memcmp(PyUnicode_DATA(o), p, (size_t)n) == 0) {
+            Py_INCREF(o);
+            return o;
+        }
+    }
     PyObject *s = PyUnicode_New(n, 127);
     if (s == NULL) return NULL;
     memcpy(PyUnicode_DATA(s), p, (size_t)n);
+    if (slot != NULL) {
+        Py_INCREF(s);
+        Py_XSETREF(*slot, s);
+    }
     return s;
 }
 
@@ -698,136 +745,473 @@ static PyObject *peek_event_id(PyObject *self, PyObject *arg) {
 }
 
 /* ------------------------------------------------------------------------------------------
- * build_columns(events, fieldmap, defaults, lo, hi, n_str)
- *   events    list of dicts (normalized events)
- *   fieldmap  {field name: column}: numeric columns 0..k-1, string columns k..k+n_str-1
- *   defaults  tuple of k ints (value of a missing / None numeric field)
- *   lo, hi    tuples of k ints: the range of each numeric column's dtype
- * -> (bytes int64[k][n], bytes uint32[n_str][n], [string table]) or None
+ * Column building (batcher.BatchBuilder.build_python in C) and the partition-aware batcher
+ * (batcher.Batcher's Python path) on top of it.
+ *
+ * A colbuf takes events one at a time while they are still in the cache (values go straight
+ * into the columns, strings into the batch's table); finishing renumbers the table in the
+ * order the Python build gives (first occurrence, column by column), so the wire bytes are
+ * identical. An event with a value the normalizer never produces (a float, an out-of-range
+ * int, a non-str string) taints the buffer: it then hands back its events and the Python
+ * build decides (value or error).
  * ---------------------------------------------------------------------------------------- */
 
-static PyObject **slots_buf = NULL;
-static size_t slots_cap = 0;
+#define MAXK 32
+#define PC_SIZE 256
 
-static PyObject *build_columns(PyObject *self, PyObject *args) {
-    PyObject *events, *fieldmap, *defaults, *lo, *hi;
-    Py_ssize_t n_str;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!n", &PyList_Type, &events, &PyDict_Type, &fieldmap,
-                          &PyTuple_Type, &defaults, &PyTuple_Type, &lo, &PyTuple_Type, &hi,
-                          &n_str))
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(events), k = PyTuple_GET_SIZE(defaults);
-    if (PyTuple_GET_SIZE(lo) != k || PyTuple_GET_SIZE(hi) != k || n_str < 0) {
-        PyErr_SetString(PyExc_ValueError, "build_columns: defaults, lo and hi differ in size");
-        return NULL;
+typedef struct {
+    PyObject *fieldmap;
+    Py_ssize_t k, n_str;
+    long long dflt[MAXK], lo[MAXK], hi[MAXK];
+    int size[MAXK];
+    PyObject *pc_key[PC_SIZE];     /* field-name pointer cache (strong refs: no reuse) */
+    int pc_col[PC_SIZE];
+} layout_t;
+
+static int layout_init(layout_t *L, PyObject *t) {
+    memset(L, 0, sizeof *L);
+    PyObject *fm, *d, *lo, *hi, *sz;
+    Py_ssize_t ns;
+    if (!PyArg_ParseTuple(t, "O!O!O!O!O!n", &PyDict_Type, &fm, &PyTuple_Type, &d, &PyTuple_Type,
+                          &lo, &PyTuple_Type, &hi, &PyTuple_Type, &sz, &ns))
+        return -1;
+    Py_ssize_t k = PyTuple_GET_SIZE(d);
+    if (k > MAXK || PyTuple_GET_SIZE(lo) != k || PyTuple_GET_SIZE(hi) != k ||
+        PyTuple_GET_SIZE(sz) != k || ns < 0) {
+        PyErr_SetString(PyExc_ValueError, "layout: defaults, lo, hi and sizes differ in size");
+        return -1;
     }
-    Py_ssize_t nf = k + n_str;
-    size_t need = (size_t)nf * (size_t)n;
-    if (need > slots_cap) {
-        PyObject **nb = PyMem_Realloc(slots_buf, need * sizeof(PyObject *));
-        if (nb == NULL) return PyErr_NoMemory();
-        slots_buf = nb;
-        slots_cap = need;
-    }
-    PyObject **slots = slots_buf;
-    memset(slots, 0, need * sizeof(PyObject *));
-    long long dflt[64], vlo[64], vhi[64];
-    if (k > 64) { PyErr_SetString(PyExc_ValueError, "build_columns: > 64 numeric columns"); return NULL; }
     for (Py_ssize_t j = 0; j < k; j++) {
-        dflt[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(defaults, j));
-        vlo[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(lo, j));
-        vhi[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(hi, j));
+        L->dflt[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(d, j));
+        L->lo[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(lo, j));
+        L->hi[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(hi, j));
+        L->size[j] = (int)PyLong_AsLong(PyTuple_GET_ITEM(sz, j));
+        if (!PyErr_Occurred() && L->size[j] != 4 && L->size[j] != 8)
+            PyErr_SetString(PyExc_ValueError, "layout: column sizes are 4 or 8");
     }
-    if (PyErr_Occurred()) return NULL;
+    if (PyErr_Occurred()) return -1;
+    Py_INCREF(fm);
+    L->fieldmap = fm;
+    L->k = k;
+    L->n_str = ns;
+    return 0;
+}
 
-    /* one pass over each event's items: slots[column][row] (borrowed references: the list
-     * holds the dicts, the dicts hold the values, and nothing below runs Python code that
-     * could change them -- str hashing and dict inserts of exact strs only) */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *ev = PyList_GET_ITEM(events, i);
-        if (!PyDict_CheckExact(ev)) Py_RETURN_NONE;
-        Py_ssize_t pos = 0;
-        PyObject *key, *val;
-        while (PyDict_Next(ev, &pos, &key, &val)) {
-            if (!PyUnicode_CheckExact(key)) Py_RETURN_NONE;
-            PyObject *c = PyDict_GetItemWithError(fieldmap, key);
-            if (c == NULL) {
-                if (PyErr_Occurred()) return NULL;
-                continue;                            /* not a schema field: ignored */
-            }
-            Py_ssize_t col = PyLong_AsSsize_t(c);
-            if (col < 0 || col >= nf) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_ValueError, "build_columns: bad fieldmap column");
-                return NULL;
-            }
-            slots[(size_t)col * n + i] = val;
+static void layout_clear(layout_t *L) {
+    Py_CLEAR(L->fieldmap);
+    for (int i = 0; i < PC_SIZE; i++) Py_CLEAR(L->pc_key[i]);
+}
+
+/* column of a field name, -1 for a key that is not a schema field, -2 on error */
+static inline int layout_col(layout_t *L, PyObject *key) {
+    size_t h = ((uintptr_t)key >> 4) & (PC_SIZE - 1);
+    if (L->pc_key[h] == key) return L->pc_col[h];
+    PyObject *c = PyDict_GetItemWithError(L->fieldmap, key);
+    int col;
+    if (c == NULL) {
+        if (PyErr_Occurred()) return -2;
+        col = -1;
+    } else {
+        Py_ssize_t x = PyLong_AsSsize_t(c);
+        if (x < 0 || x >= L->k + L->n_str) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "layout: bad column");
+            return -2;
         }
+        col = (int)x;
     }
-    PyObject *num = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(k * n * 8));
-    PyObject *strc = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n_str * n * 4));
-    PyObject *table = PyList_New(0);
-    PyObject *intern = PyDict_New();
-    PyObject *res = NULL;
-    if (!num || !strc || !table || !intern) goto done;
-    long long *nb = (long long *)PyBytes_AS_STRING(num);
-    for (Py_ssize_t j = 0; j < k; j++) {
-        PyObject **col = slots + (size_t)j * n;
-        long long *o = nb + (size_t)j * n;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *v = col[i];
-            if (v == NULL || v == Py_None) { o[i] = dflt[j]; continue; }
-            if (!PyLong_Check(v)) goto fallback;
+    Py_INCREF(key);
+    Py_XSETREF(L->pc_key[h], key);
+    L->pc_col[h] = col;
+    return col;
+}
+
+typedef struct {
+    Py_ssize_t n, cap;
+    long long *num;           /* [k][cap] */
+    uint32_t *sc;             /* [n_str][cap] */
+    PyObject *intern, *table, *events;
+    int tainted;
+    long long last_seq;
+} colbuf;
+
+static void colbuf_free(colbuf *b) {
+    PyMem_Free(b->num);
+    PyMem_Free(b->sc);
+    b->num = NULL;
+    b->sc = NULL;
+    b->n = b->cap = 0;
+    Py_CLEAR(b->intern);
+    Py_CLEAR(b->table);
+    Py_CLEAR(b->events);
+}
+
+static int colbuf_fresh(colbuf *b) {        /* empty table/list objects for a new batch */
+    Py_CLEAR(b->intern);
+    Py_CLEAR(b->table);
+    Py_CLEAR(b->events);
+    b->n = 0;
+    b->tainted = 0;
+    b->intern = PyDict_New();
+    b->table = PyList_New(0);
+    b->events = PyList_New(0);
+    if (!b->intern || !b->table || !b->events) return -1;
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) return -1;
+    int r = PyDict_SetItem(b->intern, S_empty, zero) || PyList_Append(b->table, S_empty);
+    Py_DECREF(zero);
+    return r ? -1 : 0;
+}
+
+static int colbuf_grow(colbuf *b, layout_t *L) {
+    Py_ssize_t cap = b->cap ? b->cap * 2 : 1024;
+    long long *num = PyMem_Malloc((size_t)(L->k ? L->k : 1) * (size_t)cap * sizeof(long long));
+    uint32_t *sc = PyMem_Malloc((size_t)(L->n_str ? L->n_str : 1) * (size_t)cap * 4);
+    if (num == NULL || sc == NULL) {
+        PyMem_Free(num);
+        PyMem_Free(sc);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < L->k && b->n; j++)
+        memcpy(num + j * cap, b->num + j * b->cap, (size_t)b->n * sizeof(long long));
+    for (Py_ssize_t j = 0; j < L->n_str && b->n; j++)
+        memcpy(sc + j * cap, b->sc + j * b->cap, (size_t)b->n * 4);
+    PyMem_Free(b->num);
+    PyMem_Free(b->sc);
+    b->num = num;
+    b->sc = sc;
+    b->cap = cap;
+    return 0;
+}
+
+static int colbuf_append(colbuf *b, layout_t *L, PyObject *ev) {
+    if (b->events == NULL && colbuf_fresh(b)) return -1;
+    if (PyList_Append(b->events, ev)) return -1;
+    if (b->tainted) return 0;
+    if (!PyDict_CheckExact(ev)) { b->tainted = 1; return 0; }
+    if (b->n == b->cap && colbuf_grow(b, L)) return -1;
+    Py_ssize_t i = b->n, cap = b->cap;
+    for (Py_ssize_t j = 0; j < L->k; j++) b->num[j * cap + i] = L->dflt[j];
+    for (Py_ssize_t j = 0; j < L->n_str; j++) b->sc[j * cap + i] = 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *v;
+    while (PyDict_Next(ev, &pos, &key, &v)) {
+        int col = layout_col(L, key);
+        if (col == -1) continue;
+        if (col == -2) return -1;
+        if (col < L->k) {
+            if (v == Py_None) continue;
+            if (!PyLong_Check(v)) { b->tainted = 1; return 0; }
             int of = 0;
             long long x = PyLong_AsLongLongAndOverflow(v, &of);
-            if (of || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); goto fallback; }
-            if (x < vlo[j] || x > vhi[j]) goto fallback;
-            o[i] = x;
-        }
-    }
-    uint32_t *sb = (uint32_t *)PyBytes_AS_STRING(strc);
-    {
-        PyObject *zero = PyLong_FromLong(0);
-        int rr = zero == NULL || PyList_Append(table, S_empty) ||
-                 PyDict_SetItem(intern, S_empty, zero);
-        Py_XDECREF(zero);
-        if (rr) goto done;
-    }
-    for (Py_ssize_t j = 0; j < n_str; j++) {
-        PyObject **col = slots + (size_t)(k + j) * n;
-        uint32_t *o = sb + (size_t)j * n;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *v = col[i];
-            if (v == NULL || v == Py_None) { o[i] = 0; continue; }
-            if (!PyUnicode_CheckExact(v)) goto fallback;
-            if (PyUnicode_GET_LENGTH(v) == 0) { o[i] = 0; continue; }
-            PyObject *ix = PyDict_GetItemWithError(intern, v);
+            if (of || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); b->tainted = 1; return 0; }
+            if (x < L->lo[col] || x > L->hi[col]) { b->tainted = 1; return 0; }
+            b->num[col * cap + i] = x;
+        } else {
+            if (v == Py_None) continue;
+            if (!PyUnicode_CheckExact(v)) { b->tainted = 1; return 0; }
+            if (PyUnicode_GET_LENGTH(v) == 0) continue;
+            PyObject *ix = PyDict_GetItemWithError(b->intern, v);
+            uint32_t idx;
             if (ix != NULL) {
-                o[i] = (uint32_t)PyLong_AsUnsignedLong(ix);
-                continue;
+                idx = (uint32_t)PyLong_AsUnsignedLong(ix);
+            } else {
+                if (PyErr_Occurred()) return -1;
+                Py_ssize_t t = PyList_GET_SIZE(b->table);
+                PyObject *io = PyLong_FromSsize_t(t);
+                if (io == NULL) return -1;
+                int rr = PyDict_SetItem(b->intern, v, io);
+                Py_DECREF(io);
+                if (rr || PyList_Append(b->table, v)) return -1;
+                idx = (uint32_t)t;
             }
-            if (PyErr_Occurred()) goto done;
-            Py_ssize_t idx = PyList_GET_SIZE(table);
-            PyObject *io = PyLong_FromSsize_t(idx);
-            if (io == NULL) goto done;
-            int rr = PyDict_SetItem(intern, v, io);
-            Py_DECREF(io);
-            if (rr || PyList_Append(table, v)) goto done;
-            o[i] = (uint32_t)idx;
+            b->sc[(col - L->k) * cap + i] = idx;
         }
     }
-    res = PyTuple_Pack(3, num, strc, table);
-    goto done;
-fallback:
-    res = Py_None;
-    Py_INCREF(res);
+    b->n++;
+    return 0;
+}
+
+/* the batch of a colbuf: ((k column bytes), string-column bytes, table) -- or, tainted,
+ * ("events", [events]); the colbuf starts a new batch */
+static PyObject *colbuf_finish(colbuf *b, layout_t *L) {
+    PyObject *res = NULL;
+    if (b->events == NULL && colbuf_fresh(b)) return NULL;
+    if (b->tainted) {
+        res = Py_BuildValue("(sO)", "events", b->events);
+        if (res == NULL || colbuf_fresh(b)) { Py_XDECREF(res); return NULL; }
+        return res;
+    }
+    Py_ssize_t n = b->n, cap = b->cap, nt = PyList_GET_SIZE(b->table);
+    /* renumber the table: first occurrence, column by column (the Python build's order) */
+    uint32_t *map = PyMem_Malloc((size_t)nt * 4);
+    PyObject *cols = PyTuple_New(L->k);
+    PyObject *strc = PyBytes_FromStringAndSize(NULL, L->n_str * n * 4);
+    PyObject *table = PyList_New(nt);
+    if (!map || !cols || !strc || !table) goto done;
+    for (Py_ssize_t t = 0; t < nt; t++) map[t] = UINT32_MAX;
+    map[0] = 0;
+    uint32_t next = 1;
+    uint32_t *o = (uint32_t *)PyBytes_AS_STRING(strc);
+    for (Py_ssize_t j = 0; j < L->n_str; j++) {
+        const uint32_t *c = b->sc + j * cap;
+        uint32_t *oc = o + j * n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t x = c[i];
+            if (map[x] == UINT32_MAX) map[x] = next++;
+            oc[i] = map[x];
+        }
+    }
+    for (Py_ssize_t t = 0; t < nt; t++) {
+        PyObject *s = PyList_GET_ITEM(b->table, t);
+        Py_INCREF(s);
+        PyList_SET_ITEM(table, map[t], s);     /* every entry is used once: a permutation */
+    }
+    for (Py_ssize_t j = 0; j < L->k; j++) {
+        PyObject *cb = PyBytes_FromStringAndSize(NULL, n * L->size[j]);
+        if (cb == NULL) goto done;
+        const long long *c = b->num + j * cap;
+        if (L->size[j] == 8) {
+            memcpy(PyBytes_AS_STRING(cb), c, (size_t)n * 8);
+        } else {
+            uint32_t *d = (uint32_t *)PyBytes_AS_STRING(cb);
+            for (Py_ssize_t i = 0; i < n; i++) d[i] = (uint32_t)c[i];   /* range-checked */
+        }
+        PyTuple_SET_ITEM(cols, j, cb);
+    }
+    res = PyTuple_Pack(3, cols, strc, table);
+    if (res != NULL && colbuf_fresh(b)) Py_CLEAR(res);
 done:
-    Py_XDECREF(num);
+    PyMem_Free(map);
+    Py_XDECREF(cols);
     Py_XDECREF(strc);
     Py_XDECREF(table);
-    Py_XDECREF(intern);
+    if (res == NULL && !PyErr_Occurred()) PyErr_NoMemory();
     return res;
 }
+
+/* build_columns(events, layout): one batch from a list of events (BatchBuilder.build) */
+static PyObject *build_columns(PyObject *self, PyObject *args) {
+    PyObject *events, *lt;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &events, &PyTuple_Type, &lt)) return NULL;
+    layout_t L;
+    if (layout_init(&L, lt)) return NULL;
+    colbuf b;
+    memset(&b, 0, sizeof b);
+    PyObject *res = NULL;
+    if (colbuf_fresh(&b) == 0) {
+        Py_ssize_t n = PyList_GET_SIZE(events), i;
+        for (i = 0; i < n; i++)
+            if (colbuf_append(&b, &L, PyList_GET_ITEM(events, i))) break;
+        if (i == n) res = colbuf_finish(&b, &L);
+    }
+    colbuf_free(&b);
+    layout_clear(&L);
+    return res;
+}
+
+/* -- the batcher ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t partitions, max_events, pending;
+    int dual_key;
+    PyObject *source_ids, *key_hash, *hcache;
+    layout_t L;
+    colbuf *bufs;                 /* [2 * partitions]: by account, then by source */
+} NBatcher;
+
+static PyObject *S_account, *S_computer, *S_src_ip, *S_src_host, *S_event_id;
+
+static void nb_dealloc(NBatcher *self) {
+    if (self->bufs) {
+        for (Py_ssize_t i = 0; i < 2 * self->partitions; i++) colbuf_free(&self->bufs[i]);
+        PyMem_Free(self->bufs);
+    }
+    layout_clear(&self->L);
+    Py_XDECREF(self->source_ids);
+    Py_XDECREF(self->key_hash);
+    Py_XDECREF(self->hcache);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int nb_init(NBatcher *self, PyObject *args, PyObject *kw) {
+    PyObject *src, *kh, *lt;
+    int dual;
+    Py_ssize_t parts, maxev;
+    if (!PyArg_ParseTuple(args, "nnpOOO!", &parts, &maxev, &dual, &src, &kh, &PyTuple_Type, &lt))
+        return -1;
+    if (parts < 1 || parts > 1 << 16) {
+        PyErr_SetString(PyExc_ValueError, "partitions must be 1..65536");
+        return -1;
+    }
+    if (self->bufs != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "NativeBatcher is initialised once");
+        return -1;
+    }
+    if (layout_init(&self->L, lt)) return -1;
+    self->bufs = PyMem_Calloc((size_t)(2 * parts), sizeof(colbuf));
+    self->hcache = PyDict_New();
+    if (self->bufs == NULL || self->hcache == NULL) { PyErr_NoMemory(); return -1; }
+    self->partitions = parts;
+    self->max_events = maxev;
+    self->dual_key = dual;
+    Py_INCREF(src);
+    self->source_ids = src;
+    Py_INCREF(kh);
+    self->key_hash = kh;
+    return 0;
+}
+
+/* ev.get(name), borrowed; NULL for a missing key (never an error for exact dicts) */
+static inline PyObject *dget(PyObject *ev, PyObject *name) {
+    PyObject *v = PyDict_GetItemWithError(ev, name);
+    if (v == NULL) PyErr_Clear();
+    return v;
+}
+
+static int truthy(PyObject *v) {
+    if (v == NULL || v == Py_None) return 0;
+    if (PyUnicode_CheckExact(v)) return PyUnicode_GET_LENGTH(v) > 0;
+    return PyObject_IsTrue(v);
+}
+
+/* key_hash(s) % partitions through the cache (cleared above 500k strings, like the Python
+ * path's) */
+static Py_ssize_t nb_part(NBatcher *self, PyObject *s) {
+    PyObject *h = PyDict_GetItemWithError(self->hcache, s);
+    if (h == NULL) {
+        if (PyErr_Occurred()) return -1;
+        h = PyObject_CallOneArg(self->key_hash, s);
+        if (h == NULL) return -1;
+        if (PyDict_GET_SIZE(self->hcache) > 500000) PyDict_Clear(self->hcache);
+        int r = PyDict_SetItem(self->hcache, s, h);
+        Py_DECREF(h);
+        if (r) return -1;
+    }
+    unsigned long long x = PyLong_AsUnsignedLongLong(h);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    return (Py_ssize_t)(x % (unsigned long long)self->partitions);
+}
+
+static PyObject *nb_emit(NBatcher *self, Py_ssize_t kind, Py_ssize_t p) {
+    colbuf *b = &self->bufs[kind * self->partitions + p];
+    Py_ssize_t n = b->events ? PyList_GET_SIZE(b->events) : 0;
+    long long last = b->last_seq;
+    PyObject *payload = colbuf_finish(b, &self->L);
+    if (payload == NULL) return NULL;
+    self->pending -= n;
+    b->last_seq = 0;
+    PyObject *r = Py_BuildValue("(nnLnN)", kind, p, last, n, payload);
+    return r;
+}
+
+static int nb_put(NBatcher *self, Py_ssize_t kind, Py_ssize_t p, PyObject *ev, long long seq,
+                  PyObject **out) {
+    colbuf *b = &self->bufs[kind * self->partitions + p];
+    if (colbuf_append(b, &self->L, ev)) return -1;
+    b->last_seq = seq;
+    self->pending++;
+    if (PyList_GET_SIZE(b->events) >= self->max_events) {
+        PyObject *m = nb_emit(self, kind, p);
+        if (m == NULL) return -1;
+        if (*out == NULL && (*out = PyList_New(0)) == NULL) { Py_DECREF(m); return -1; }
+        int r = PyList_Append(*out, m);
+        Py_DECREF(m);
+        if (r) return -1;
+    }
+    return 0;
+}
+
+/* add(ev, seq) -> None, or the list of batches that became full */
+static PyObject *nb_add(NBatcher *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add(ev, seq)");
+        return NULL;
+    }
+    PyObject *ev = args[0];
+    long long seq = PyLong_AsLongLong(args[1]);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    if (!PyDict_Check(ev)) {
+        PyErr_SetString(PyExc_TypeError, "NativeBatcher.add: an event dict");
+        return NULL;
+    }
+    PyObject *out = NULL;
+    PyObject *acc = dget(ev, S_account), *comp = dget(ev, S_computer);
+    /* account_key_string: account or computer (None and "" both hash to 0) */
+    PyObject *k = truthy(acc) ? acc : (comp != NULL && comp != Py_None) ? comp : S_empty;
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t p = nb_part(self, k);
+    if (p < 0 || nb_put(self, 0, p, ev, seq, &out)) goto fail;
+    if (self->dual_key) {
+        PyObject *ip = dget(ev, S_src_ip), *host = dget(ev, S_src_host);
+        int dual = truthy(ip) || truthy(host);
+        if (!dual) {
+            PyObject *e = dget(ev, S_event_id);
+            if (e != NULL) {
+                int c = PySet_Contains(self->source_ids, e);
+                if (c < 0) goto fail;                   /* unhashable: as `in` raises */
+                dual = c;
+            }
+        }
+        if (PyErr_Occurred()) goto fail;
+        if (dual) {
+            /* source_key_string: src_ip or src_host or computer */
+            PyObject *sk = truthy(ip) ? ip : truthy(host) ? host
+                           : (comp != NULL && comp != Py_None) ? comp : S_empty;
+            Py_ssize_t ps = nb_part(self, sk);
+            if (ps < 0 || nb_put(self, 1, ps, ev, seq, &out)) goto fail;
+        }
+    }
+    if (out == NULL) Py_RETURN_NONE;
+    return out;
+fail:
+    Py_XDECREF(out);
+    return NULL;
+}
+
+/* flush() -> every non-empty batch, by (kind, partition) */
+static PyObject *nb_flush(NBatcher *self, PyObject *unused) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t kind = 0; kind < 2; kind++)
+        for (Py_ssize_t p = 0; p < self->partitions; p++) {
+            colbuf *b = &self->bufs[kind * self->partitions + p];
+            if (b->events == NULL || PyList_GET_SIZE(b->events) == 0) continue;
+            PyObject *m = nb_emit(self, kind, p);
+            if (m == NULL || PyList_Append(out, m)) { Py_XDECREF(m); Py_DECREF(out); return NULL; }
+            Py_DECREF(m);
+        }
+    return out;
+}
+
+static PyMethodDef nb_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))nb_add, METH_FASTCALL,
+     "add(ev, seq): None, or [(kind, partition, last_seq, n, payload)] of full batches"},
+    {"flush", (PyCFunction)nb_flush, METH_NOARGS, "every non-empty batch"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef nb_members[] = {
+    {"max_events", T_PYSSIZET, offsetof(NBatcher, max_events), 0, "events per batch"},
+    {"pending", T_PYSSIZET, offsetof(NBatcher, pending), READONLY, "events not emitted yet"},
+    {"partitions", T_PYSSIZET, offsetof(NBatcher, partitions), READONLY, "partitions"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject NBatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "collectors._native.NativeBatcher",
+    .tp_basicsize = sizeof(NBatcher),
+    .tp_dealloc = (destructor)nb_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "NativeBatcher(partitions, max_events, dual_key, source_ids, key_hash, layout):"
+              " batcher.Batcher's Python path in C (same batches, same order)",
+    .tp_methods = nb_methods,
+    .tp_members = nb_members,
+    .tp_init = (initproc)nb_init,
+    .tp_new = PyType_GenericNew,
+};
 
 /* ------------------------------------------------------------------------------------------
  * normalize: the per-event-id functions of collectors/normalize.py (_gen_source), table-driven
@@ -928,12 +1312,19 @@ static PyObject *span_str(const span *s, int cmap) {
         }
     }
     if (same) { Py_INCREF(s->obj); return s->obj; }
-    PyObject *o = PyUnicode_New(s->n, 127);
-    if (o == NULL) return NULL;
-    char *d = (char *)PyUnicode_DATA(o);
+    if (!cmap || s->n > SC_MAXLEN) {
+        if (!cmap) return ascii_str(s->p, s->n);
+        PyObject *o = PyUnicode_New(s->n, 127);
+        if (o == NULL) return NULL;
+        char *d = (char *)PyUnicode_DATA(o);
+        for (Py_ssize_t i = 0; i < s->n; i++)
+            d[i] = cmap == 1 ? a_lower(s->p[i]) : a_upper(s->p[i]);
+        return o;
+    }
+    char d[SC_MAXLEN];
     for (Py_ssize_t i = 0; i < s->n; i++)
-        d[i] = cmap == 1 ? a_lower(s->p[i]) : cmap == 2 ? a_upper(s->p[i]) : s->p[i];
-    return o;
+        d[i] = cmap == 1 ? a_lower(s->p[i]) : a_upper(s->p[i]);
+    return ascii_str(d, s->n);
 }
 
 static int put_span(PyObject *ev, PyObject *f, const span *s, int cmap) {
@@ -1392,7 +1783,8 @@ static PyMethodDef methods[] = {
      "The compiled normalizer of one flat record (normalize._gen_source), or None."},
     {"set_table", set_table, METH_O, "Load the normalizer table (normalize.native_table())."},
     {"build_columns", build_columns, METH_VARARGS,
-     "Columns of a list of normalized events: (int64 bytes, uint32 bytes, table) or None."},
+     "build_columns(events, layout): ((column bytes...), string-column bytes, table), or "
+     "(\"events\", events) when a value needs the Python build."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1414,7 +1806,17 @@ PyMODINIT_FUNC PyInit__native(void) {
     IK(R_transmitted, "TransmittedServices") IK(R_operation, "OperationType")
     IK(R_status, "Status") IK(R_authpkg, "AuthenticationPackageName")
     IK(R_logonproc, "LogonProcessName") IK(P_kerberos, "kerberos") IK(P_ntlm, "ntlm")
-    IK(P_negotiate, "negotiate")
+    IK(P_negotiate, "negotiate") IK(S_account, "account") IK(S_computer, "computer")
+    IK(S_src_ip, "src_ip") IK(S_src_host, "src_host") IK(S_event_id, "event_id")
 #undef IK
-    return PyModule_Create(&moddef);
+    if (PyType_Ready(&NBatcherType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (m == NULL) return NULL;
+    Py_INCREF(&NBatcherType);
+    if (PyModule_AddObject(m, "NativeBatcher", (PyObject *)&NBatcherType) < 0) {
+        Py_DECREF(&NBatcherType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

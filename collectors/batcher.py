@@ -48,10 +48,16 @@ _NUM = [(f, np.dtype(dt), NUMERIC_DEFAULTS.get(f, 0)) for f, dt in NUMERIC_FIELD
 
 # the native column build's layout: numeric columns first, then the string columns
 _FIELDMAP = {f: j for j, f in enumerate([f for f, _, _ in _NUM] + list(STRING_FIELDS))}
-_DEFAULTS = tuple(d for _, _, d in _NUM)
-_LO = tuple(int(np.iinfo(dt).min) for _, dt, _ in _NUM)
-_HI = tuple(int(np.iinfo(dt).max) for _, dt, _ in _NUM)
+_LAYOUT = (_FIELDMAP, tuple(d for _, _, d in _NUM),
+           tuple(int(np.iinfo(dt).min) for _, dt, _ in _NUM),
+           tuple(int(np.iinfo(dt).max) for _, dt, _ in _NUM),
+           tuple(dt.itemsize for _, dt, _ in _NUM), len(STRING_FIELDS))
 _NATIVE_BUILD = native.ext.build_columns if native.AVAILABLE else None
+_NATIVE_BATCHER = native.ext.NativeBatcher if native.AVAILABLE else None
+
+
+def _native_columns(n: int, cols: tuple) -> dict[str, np.ndarray]:
+    return {f: np.frombuffer(b, dtype=dt, count=n) for (f, dt, _), b in zip(_NUM, cols)}
 
 
 class BatchBuilder:
@@ -76,15 +82,9 @@ class BatchBuilder:
         """The batch: columns built in C when the extension is there (same batch; ``None``
         from it -- a value the normalizer does not produce -- means the Python build)."""
         if _NATIVE_BUILD is not None and self.events:
-            r = _NATIVE_BUILD(self.events, _FIELDMAP, _DEFAULTS, _LO, _HI, len(STRING_FIELDS))
-            if r is not None:
-                num, strc, table = r
-                n = len(self.events)
-                flat = np.frombuffer(num, dtype="<i8")
-                numeric = {f: flat[j * n:(j + 1) * n].astype(dt)
-                           for j, (f, dt, _) in enumerate(_NUM)}
-                strcols = np.frombuffer(strc, dtype="<u4").reshape(len(STRING_FIELDS), n)
-                return self._batch(n, numeric, strcols, table)
+            r = _NATIVE_BUILD(self.events, _LAYOUT)
+            if r[0] != "events":
+                return self._native_batch(len(self.events), r)
         return self.build_python()
 
     def build_python(self) -> EventBatch:
@@ -116,6 +116,11 @@ class BatchBuilder:
                 continue                                   # all empty
             strcols[j] = list(map(ig, vals, repeat(0)))
         return self._batch(n, numeric, strcols, list(intern))
+
+    def _native_batch(self, n: int, r: tuple) -> EventBatch:
+        cols, strc, table = r
+        strcols = np.frombuffer(strc, dtype="<u4").reshape(len(STRING_FIELDS), n)
+        return self._batch(n, _native_columns(n, cols), strcols, table)
 
     def _batch(self, n: int, numeric: dict, strcols: np.ndarray, table: list) -> EventBatch:
         enc = [x.encode("utf-8", "surrogatepass") for x in table]
@@ -180,19 +185,64 @@ class WireMessage:
 
 
 class Batcher:
-    """Accumulates events per (kind, partition) and yields encoded wire batches."""
+    """Accumulates events per (kind, partition) and yields encoded wire batches.
+
+    With the C extension (``native`` None or True) the routing and the column building run in
+    :class:`collectors._native.NativeBatcher`: the same batches, in the same order, byte for
+    byte (tests/collectors/test_native.py); ``native=False`` runs the Python path below, its
+    specification."""
 
     def __init__(self, partitions: int, max_events: int = DEFAULT_BATCH_EVENTS,
-                 dual_key: bool = True):
+                 dual_key: bool = True, native: bool | None = None):
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
+        if native and not _NATIVE_BATCHER:
+            raise ValueError("native=True but collectors._native is not built")
         self.partitions = partitions
-        self.max_events = max_events
         self.dual_key = dual_key
+        self._nb = _NATIVE_BATCHER(partitions, max_events, dual_key, SOURCE_EVENT_IDS,
+                                   key_hash, _LAYOUT) \
+            if _NATIVE_BATCHER and native is not False else None
+        self._max_events = max_events
         self._builders: dict[tuple[int, int], BatchBuilder] = {}
         self._last_seq: dict[tuple[int, int], int] = {}
         self._hcache: dict[str, int] = {}
-        self.pending = 0
+        self._pending = 0
+        if self._nb is not None:
+            self.add = self._add_native         # type: ignore[method-assign]
+            self.flush = self._flush_native     # type: ignore[method-assign]
+
+    @property
+    def max_events(self) -> int:
+        return self._nb.max_events if self._nb is not None else self._max_events
+
+    @max_events.setter
+    def max_events(self, v: int) -> None:
+        self._max_events = v
+        if self._nb is not None:
+            self._nb.max_events = v
+
+    @property
+    def pending(self) -> int:
+        """Events added and not emitted yet."""
+        return self._nb.pending if self._nb is not None else self._pending
+
+    def _add_native(self, ev: dict, seq: int = 0) -> list[WireMessage]:
+        r = self._nb.add(ev, seq)
+        return [] if r is None else [self._message(*x) for x in r]
+
+    def _flush_native(self) -> list[WireMessage]:
+        return [self._message(*x) for x in self._nb.flush()]
+
+    @staticmethod
+    def _message(kind: int, p: int, last_seq: int, n: int, payload: tuple) -> WireMessage:
+        b = BatchBuilder(kind, p)
+        if payload[0] == "events":          # a value only the Python build takes (or rejects)
+            b.events = payload[1]
+            batch = b.build_python()
+        else:
+            batch = b._native_batch(n, payload)
+        return WireMessage(kind, p, str(p).encode(), wire.encode(batch), n, last_seq)
 
     def _part(self, s: str) -> int:
         h = self._hcache.get(s)
@@ -219,17 +269,17 @@ class Batcher:
         k = (kind, p)
         b = self._builders.get(k)
         if b is None:
-            b = self._builders[k] = BatchBuilder(kind, p, self.max_events)
+            b = self._builders[k] = BatchBuilder(kind, p, self._max_events)
         b.add(ev)
         self._last_seq[k] = seq
-        self.pending += 1
-        if len(b) >= self.max_events:
+        self._pending += 1
+        if len(b) >= self._max_events:
             out.append(self._emit(k))
 
     def _emit(self, k: tuple[int, int]) -> WireMessage:
         b = self._builders.pop(k)
-        batch = b.build()
-        self.pending -= batch.n
+        batch = b.build_python()
+        self._pending -= batch.n
         return WireMessage(k[0], k[1], str(k[1]).encode(), wire.encode(batch), batch.n,
                            self._last_seq.pop(k, 0))
 

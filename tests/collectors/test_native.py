@@ -7,8 +7,10 @@
   equal one (same keys in the same order, same value types); ``None`` sends the record to the
   Python path, which also raises the error of a malformed one;
 * ``peek_event_id`` against the regex on the same inputs;
-* ``build_columns`` (via ``BatchBuilder.build``) against ``BatchBuilder.build_python``: the
-  wire bytes are identical, and values the normalizer never produces make it decline;
+* ``build_columns`` (via ``BatchBuilder.build``) against ``BatchBuilder.build_python``, and
+  ``NativeBatcher`` (``Batcher``) against the Python ``Batcher``: the batches, partitions
+  and wire bytes are identical, and values the normalizer never produces make them hand the
+  batch to the Python build;
 * every record of every EVTX sample file (when ../shared/samples is there).
 """
 
@@ -23,7 +25,7 @@ import orjson
 import pytest
 
 from collectors import native
-from collectors.batcher import _FIELDMAP, BatchBuilder
+from collectors.batcher import _LAYOUT, Batcher, BatchBuilder
 from collectors.evtx_source import flat_evtx, peek_event_id, peek_event_id_py
 from collectors.records import from_evtx_json
 from stream import wire
@@ -237,12 +239,12 @@ def _events(n: int) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("n", [1, 2, 37, 1000, 8192])
+@pytest.mark.parametrize("n", [1, 2, 37, 1000, 1025, 8192])
 def test_build_columns_gives_the_python_build(n):
     b = BatchBuilder(KEY_SOURCE, 3)
     b.events = _events(n)
     native_batch = b.build()
-    assert native.ext.build_columns is not None
+    assert native.ext.build_columns(b.events, _LAYOUT)[0] != "events"
     assert wire.encode(native_batch) == wire.encode(b.build_python())
     assert wire.encode(native_batch, 1) == wire.encode(b.build_python(), 1)
     assert native_batch.strings() == b.build_python().strings()
@@ -253,12 +255,10 @@ def test_build_columns_gives_the_python_build(n):
     {"account": 5}, {"computer": b"dc"}, {"logon_type": "3"},
 ])
 def test_build_columns_declines_what_the_normalizer_never_produces(bad):
-    from collectors.batcher import _DEFAULTS, _HI, _LO
-    from stream.schema import STRING_FIELDS
     evs = _events(10)
     evs[4].update(bad)
-    assert native.ext.build_columns(evs, _FIELDMAP, _DEFAULTS, _LO, _HI,
-                                    len(STRING_FIELDS)) is None
+    r = native.ext.build_columns(evs, _LAYOUT)
+    assert r[0] == "events" and r[1] == evs
     b = BatchBuilder()
     b.events = evs
     try:                                     # the Python build decides (value or error)
@@ -268,6 +268,53 @@ def test_build_columns_declines_what_the_normalizer_never_produces(bad):
             b.build()
     else:
         assert wire.encode(b.build()) == ref
+
+
+def _messages(batcher: Batcher, evs: list, flush_every: int = 0) -> list:
+    out = []
+    for i, ev in enumerate(evs):
+        out += batcher.add(ev, i + 1)
+        if flush_every and i % flush_every == flush_every - 1:
+            out += batcher.flush()
+    out += batcher.flush()
+    return out
+
+
+@pytest.mark.parametrize("partitions,max_events,dual,flush_every", [
+    (1, 8192, True, 0), (4, 100, True, 0), (12, 37, False, 0), (3, 1000, True, 777),
+    (7, 64, True, 50)])
+def test_native_batcher_gives_the_python_batches(partitions, max_events, dual, flush_every):
+    evs = _events(3000)
+    rnd = random.Random(partitions)
+    for ev in evs:
+        ev.pop("not_a_field")
+        ev["src_host"] = rnd.choice(["", "ws01", None, "WS02"])
+        ev["event_id"] = rnd.choice([4624, 4688, 4720, 5145])
+        if rnd.random() < 0.1:
+            ev["account"] = rnd.choice(["", None])
+    nat = Batcher(partitions, max_events, dual, native=True)
+    py = Batcher(partitions, max_events, dual, native=False)
+    a = _messages(nat, evs, flush_every)
+    b = _messages(py, evs, flush_every)
+    assert len(a) == len(b) > 1
+    assert a == b                       # kind, partition, key, bytes, count, last_seq
+    assert nat.pending == py.pending == 0
+
+
+def test_native_batcher_pending_max_events_and_a_tainted_batch():
+    evs = _events(50)
+    for ev in evs:
+        ev.pop("not_a_field")
+    evs[20]["time_ms"] = 1.5                # only the Python build takes a float
+    nat, py = Batcher(2, 1000, native=True), Batcher(2, 1000, native=False)
+    for i, ev in enumerate(evs[:30]):
+        assert nat.add(ev, i) == py.add(ev, i) == []
+    assert nat.pending == py.pending > 30   # dual-keyed events count twice
+    nat.max_events = py.max_events = 10     # as the gateway test does: takes effect
+    a, b = nat.add(evs[30], 30), py.add(evs[30], 30)
+    assert a == b and len(a) >= 1
+    assert nat.flush() == py.flush()
+    assert nat.pending == py.pending == 0
 
 
 @pytest.mark.samples
