@@ -220,16 +220,9 @@ static int put_utf8(char *o, unsigned cp) {
     return 4;
 }
 
-/* the Python str of a string span; NULL without an exception set = not handled here (a lone
- * surrogate escape), NULL with one = memory */
-static PyObject *make_str(scan *s, const char *a, Py_ssize_t n, int esc) {
-    if (!esc) {
-        if (s->ascii) return ascii_str(a, n);
-        return PyUnicode_DecodeUTF8(a, n, NULL);
-    }
-    char stackbuf[512];
-    char *buf = n <= (Py_ssize_t)sizeof(stackbuf) ? stackbuf : PyMem_Malloc((size_t)n);
-    if (buf == NULL) return PyErr_NoMemory();
+/* the contents of a JSON string with escapes, as UTF-8, into buf (never longer than the
+ * contents); -1 for a lone surrogate escape */
+static Py_ssize_t unescape(const char *a, Py_ssize_t n, char *buf, int *ascii_out) {
     Py_ssize_t o = 0;
     int ascii = 1;
     for (Py_ssize_t i = 0; i < n;) {
@@ -255,9 +248,9 @@ static PyObject *make_str(scan *s, const char *a, Py_ssize_t n, int esc) {
                         goto emit;
                     }
                 }
-                goto lone;
+                return -1;
             }
-            if (cp >= 0xDC00 && cp <= 0xDFFF) goto lone;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return -1;
         emit:
             /* a \uXXXX escape takes 6 input bytes and gives at most 4 (8 for a pair): the
              * output never outgrows the input */
@@ -275,12 +268,25 @@ static PyObject *make_str(scan *s, const char *a, Py_ssize_t n, int esc) {
         }
         i += 2;
     }
-    PyObject *r = ascii ? ascii_str(buf, o) : PyUnicode_DecodeUTF8(buf, o, NULL);
+    *ascii_out = ascii;
+    return o;
+}
+
+/* the Python str of a string span; NULL without an exception set = not handled here (a lone
+ * surrogate escape), NULL with one = memory */
+static PyObject *make_str(scan *s, const char *a, Py_ssize_t n, int esc) {
+    if (!esc) {
+        if (s->ascii) return ascii_str(a, n);
+        return PyUnicode_DecodeUTF8(a, n, NULL);
+    }
+    char stackbuf[512];
+    char *buf = n <= (Py_ssize_t)sizeof(stackbuf) ? stackbuf : PyMem_Malloc((size_t)n);
+    if (buf == NULL) return PyErr_NoMemory();
+    int ascii = 1;
+    Py_ssize_t o = unescape(a, n, buf, &ascii);
+    PyObject *r = o < 0 ? NULL : ascii ? ascii_str(buf, o) : PyUnicode_DecodeUTF8(buf, o, NULL);
     if (buf != stackbuf) PyMem_Free(buf);
     return r;
-lone:
-    if (buf != stackbuf) PyMem_Free(buf);
-    return NULL;
 }
 
 /* a JSON number: only integers of at most 18 digits are taken (value in *v), anything else
@@ -702,10 +708,8 @@ static const char *rx_text(const char *p, const char *end) {   /* "#text":\s* */
     return p;
 }
 
-static PyObject *peek_event_id(PyObject *self, PyObject *arg) {
-    if (!PyUnicode_CheckExact(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NONE;
-    const char *t = (const char *)PyUnicode_DATA(arg);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+/* the id, -1 for no match, -2 for a number the regex must read (> 18 digits) */
+static long long peek_c(const char *t, Py_ssize_t n) {
     const char *end = t + (n < 2000 ? n : 2000);
     for (const char *p = t; end - p >= 10; p++) {
         p = memchr(p, '"', (size_t)(end - p));
@@ -735,13 +739,19 @@ static PyObject *peek_event_id(PyObject *self, PyObject *arg) {
             d = q;
         }
         if (d == NULL) continue;
-        if (de - d > 18) Py_RETURN_NONE;       /* a big number: the regex decides */
+        if (de - d > 18) return -2;
         long long x = 0;
         for (const char *c = d; c < de; c++) x = x * 10 + (*c - '0');
-        return PyLong_FromLongLong(x);
+        return x;
     }
-    /* no match: -1 (None is "ask the regex") */
-    return PyLong_FromLong(-1);
+    return -1;
+}
+
+static PyObject *peek_event_id(PyObject *self, PyObject *arg) {
+    if (!PyUnicode_CheckExact(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NONE;
+    long long x = peek_c((const char *)PyUnicode_DATA(arg), PyUnicode_GET_LENGTH(arg));
+    if (x == -2) Py_RETURN_NONE;                 /* a big number: the regex decides */
+    return PyLong_FromLongLong(x);               /* -1: no match */
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -1123,6 +1133,37 @@ static int nb_put(NBatcher *self, Py_ssize_t kind, Py_ssize_t p, PyObject *ev, l
     return 0;
 }
 
+/* route one event and append it (batches that became full are appended to *out) */
+static int nb_add_core(NBatcher *self, PyObject *ev, long long seq, PyObject **out) {
+    PyObject *acc = dget(ev, S_account), *comp = dget(ev, S_computer);
+    /* account_key_string: account or computer (None and "" both hash to 0) */
+    PyObject *k = truthy(acc) ? acc : (comp != NULL && comp != Py_None) ? comp : S_empty;
+    if (PyErr_Occurred()) return -1;
+    Py_ssize_t p = nb_part(self, k);
+    if (p < 0 || nb_put(self, 0, p, ev, seq, out)) return -1;
+    if (self->dual_key) {
+        PyObject *ip = dget(ev, S_src_ip), *host = dget(ev, S_src_host);
+        int dual = truthy(ip) || truthy(host);
+        if (!dual) {
+            PyObject *e = dget(ev, S_event_id);
+            if (e != NULL) {
+                int c = PySet_Contains(self->source_ids, e);
+                if (c < 0) return -1;                   /* unhashable: as `in` raises */
+                dual = c;
+            }
+        }
+        if (PyErr_Occurred()) return -1;
+        if (dual) {
+            /* source_key_string: src_ip or src_host or computer */
+            PyObject *sk = truthy(ip) ? ip : truthy(host) ? host
+                           : (comp != NULL && comp != Py_None) ? comp : S_empty;
+            Py_ssize_t ps = nb_part(self, sk);
+            if (ps < 0 || nb_put(self, 1, ps, ev, seq, out)) return -1;
+        }
+    }
+    return 0;
+}
+
 /* add(ev, seq) -> None, or the list of batches that became full */
 static PyObject *nb_add(NBatcher *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
@@ -1137,37 +1178,12 @@ static PyObject *nb_add(NBatcher *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *out = NULL;
-    PyObject *acc = dget(ev, S_account), *comp = dget(ev, S_computer);
-    /* account_key_string: account or computer (None and "" both hash to 0) */
-    PyObject *k = truthy(acc) ? acc : (comp != NULL && comp != Py_None) ? comp : S_empty;
-    if (PyErr_Occurred()) return NULL;
-    Py_ssize_t p = nb_part(self, k);
-    if (p < 0 || nb_put(self, 0, p, ev, seq, &out)) goto fail;
-    if (self->dual_key) {
-        PyObject *ip = dget(ev, S_src_ip), *host = dget(ev, S_src_host);
-        int dual = truthy(ip) || truthy(host);
-        if (!dual) {
-            PyObject *e = dget(ev, S_event_id);
-            if (e != NULL) {
-                int c = PySet_Contains(self->source_ids, e);
-                if (c < 0) goto fail;                   /* unhashable: as `in` raises */
-                dual = c;
-            }
-        }
-        if (PyErr_Occurred()) goto fail;
-        if (dual) {
-            /* source_key_string: src_ip or src_host or computer */
-            PyObject *sk = truthy(ip) ? ip : truthy(host) ? host
-                           : (comp != NULL && comp != Py_None) ? comp : S_empty;
-            Py_ssize_t ps = nb_part(self, sk);
-            if (ps < 0 || nb_put(self, 1, ps, ev, seq, &out)) goto fail;
-        }
+    if (nb_add_core(self, ev, seq, &out)) {
+        Py_XDECREF(out);
+        return NULL;
     }
     if (out == NULL) Py_RETURN_NONE;
     return out;
-fail:
-    Py_XDECREF(out);
-    return NULL;
 }
 
 /* flush() -> every non-empty batch, by (kind, partition) */
@@ -1185,7 +1201,15 @@ static PyObject *nb_flush(NBatcher *self, PyObject *unused) {
     return out;
 }
 
+static PyObject *nb_add_evtx(NBatcher *self, PyObject *args);
+
 static PyMethodDef nb_methods[] = {
+    {"add_evtx", (PyCFunction)nb_add_evtx, METH_VARARGS,
+     "add_evtx(datas, start, seq, read_ids, unknown_ids) -> (stop, seq, normalized, unknown, "
+     "batches|None): evtx JSON records from datas[start:] straight to events and into the "
+     "batches, until the end or the first record the C path declines (stop = its index: "
+     "the caller takes it through the Python path, then calls again from stop + 1); "
+     "read_ids / unknown_ids (dicts: event id -> count) are incremented"},
     {"add", (PyCFunction)(void (*)(void))nb_add, METH_FASTCALL,
      "add(ev, seq): None, or [(kind, partition, last_seq, n, payload)] of full batches"},
     {"flush", (PyCFunction)nb_flush, METH_NOARGS, "every non-empty batch"},
@@ -1242,6 +1266,7 @@ typedef struct {
     int has_acc, has_tgt;
     nspec acc, tgt;
     int n_fields, n_ints, n_extra, special, failure;   /* failure: 0 none, 1 always, 2 Status */
+    int chan_rule;                      /* which normalize.channel_ok rule (chan_ok below) */
     fspec fields[12];
     ispec ints[8];
     PyObject *extra[12];
@@ -1249,6 +1274,7 @@ typedef struct {
 
 #define MAX_EID 8192
 static espec *etable = NULL;            /* indexed by event id (< MAX_EID) */
+static unsigned char consumed[MAX_EID]; /* normalize.NORMALIZED_EVENT_IDS */
 
 static PyObject *F_time_ms, *F_record_id, *F_event_id, *F_computer, *F_channel, *F_provider,
     *F_action, *F_protocol, *F_account, *F_account_domain, *F_account_sid, *F_target_account,
@@ -1275,19 +1301,101 @@ static int ieq(const char *p, Py_ssize_t n, const char *w) {    /* ASCII case-in
     return 1;
 }
 
-/* rec.get(key) as an ASCII span, stripped, "" for the empty markers (normalize._fs);
- * DECLINE for a value that is not an ASCII str (or None / missing) */
-static int fs(PyObject *rec, PyObject *key, span *out) {
+/* What the normalizer reads a record through: a flat record (dict), or the spans of an
+ * evtx JSON record scanned in place (evtx_event: no dict, no str per raw value). */
+typedef struct {
+    uint64_t h;
+    const char *k, *v;
+    Py_ssize_t kn, vn;
+    int ascii;
+} rv_entry;
+
+#define RV_MAX 120
+#define RV_SLOTS 256
+typedef struct {
+    PyObject *dict;
+    int n;
+    rv_entry e[RV_MAX];
+    unsigned char slot[RV_SLOTS];       /* entry index + 1; 0 = empty */
+} recview;
+
+/* add a key (the last of duplicate keys wins, as in a dict); FAIL when full */
+static int rv_put(recview *rv, const char *k, Py_ssize_t kn, const char *v, Py_ssize_t vn,
+                  int ascii) {
+    uint64_t h = shash(k, kn);
+    size_t i = h & (RV_SLOTS - 1);
+    while (rv->slot[i]) {
+        rv_entry *e = &rv->e[rv->slot[i] - 1];
+        if (e->h == h && e->kn == kn && memcmp(e->k, k, (size_t)kn) == 0) {
+            e->v = v;
+            e->vn = vn;
+            e->ascii = ascii;
+            return 0;
+        }
+        i = (i + 1) & (RV_SLOTS - 1);
+    }
+    if (rv->n >= RV_MAX) return FAIL;
+    rv_entry *e = &rv->e[rv->n++];
+    e->h = h;
+    e->k = k;
+    e->kn = kn;
+    e->v = v;
+    e->vn = vn;
+    e->ascii = ascii;
+    rv->slot[i] = (unsigned char)rv->n;
+    return 0;
+}
+
+/* rec.get(key): 0 with *present and the ASCII value (p, n; obj = the str of a dict value),
+ * DECLINE for a value that is not an ASCII str (or None), -1 on error */
+static int rv_raw(recview *rv, PyObject *key, const char **p, Py_ssize_t *n, PyObject **obj,
+                  int *present) {
+    *p = "";
+    *n = 0;
+    *obj = NULL;
+    *present = 0;
+    if (key == NULL) return 0;
+    if (rv->dict != NULL) {
+        PyObject *v = PyDict_GetItemWithError(rv->dict, key);
+        if (v == NULL) return PyErr_Occurred() ? -1 : 0;
+        *present = 1;
+        if (v == Py_None) return 0;
+        if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) return DECLINE;
+        *p = (const char *)PyUnicode_DATA(v);
+        *n = PyUnicode_GET_LENGTH(v);
+        *obj = v;
+        return 0;
+    }
+    const char *k = (const char *)PyUnicode_DATA(key);     /* table keys are ASCII */
+    Py_ssize_t kn = PyUnicode_GET_LENGTH(key);
+    uint64_t h = shash(k, kn);
+    size_t i = h & (RV_SLOTS - 1);
+    while (rv->slot[i]) {
+        rv_entry *e = &rv->e[rv->slot[i] - 1];
+        if (e->h == h && e->kn == kn && memcmp(e->k, k, (size_t)kn) == 0) {
+            *present = 1;
+            if (!e->ascii) return DECLINE;
+            *p = e->v;
+            *n = e->vn;
+            return 0;
+        }
+        i = (i + 1) & (RV_SLOTS - 1);
+    }
+    return 0;
+}
+
+/* rec.get(key) stripped, "" for the empty markers (normalize._fs) */
+static int fs(recview *rv, PyObject *key, span *out) {
+    const char *p;
+    Py_ssize_t n0;
+    PyObject *v;
+    int present;
     out->p = "";
     out->n = 0;
     out->obj = NULL;
-    if (key == NULL) return 0;
-    PyObject *v = PyDict_GetItemWithError(rec, key);
-    if (v == NULL) return PyErr_Occurred() ? -1 : 0;
-    if (v == Py_None) return 0;
-    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) return DECLINE;
-    const char *p = (const char *)PyUnicode_DATA(v);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(v), a = 0, b = n;
+    int rc = rv_raw(rv, key, &p, &n0, &v, &present);
+    if (rc || n0 == 0) return rc;
+    Py_ssize_t a = 0, b = n0, n;
     while (a < b && a_space(p[a])) a++;
     while (b > a && a_space(p[b - 1])) b--;
     n = b - a;
@@ -1296,7 +1404,7 @@ static int fs(PyObject *rec, PyObject *key, span *out) {
         return 0;
     out->p = p + a;
     out->n = n;
-    out->obj = (a == 0 && b == PyUnicode_GET_LENGTH(v)) ? v : NULL;
+    out->obj = (v != NULL && a == 0 && b == n0) ? v : NULL;
     return 0;
 }
 
@@ -1454,24 +1562,19 @@ static Py_ssize_t json_str(char *buf, Py_ssize_t o, Py_ssize_t cap, const char *
     return o;
 }
 
-static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "normalize(rec, eid, time_ms, record_id)");
-        return NULL;
-    }
-    PyObject *rec = args[0];
-    if (etable == NULL || !PyDict_CheckExact(rec)) Py_RETURN_NONE;
-    long eid = PyLong_AsLong(args[1]);
-    if (eid == -1 && PyErr_Occurred()) { PyErr_Clear(); Py_RETURN_NONE; }
-    if (eid < 0 || eid >= MAX_EID || !etable[eid].used) Py_RETURN_NONE;
-    espec *sp = &etable[eid];
+/* the event of one record (normalize._gen_source's function for its id), 0 with *out set,
+ * DECLINE, or -1 on error; eid/tms/rid are the ints the event carries */
+static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms_o,
+                          PyObject *rid_o, PyObject **out) {
     span comp, s1, s2, s3;
     char nbuf[1024], cbuf[512];
-    int rc;
-    PyObject *ev = NULL;
+    int rc, present;
+    PyObject *ev = NULL, *ch = NULL, *pv = NULL, *chs = NULL;
+    const char *rp;
+    Py_ssize_t rn;
 #define TRY(x) do { rc = (x); if (rc) goto out; } while (0)
 
-    TRY(fs(rec, K_computer, &comp));
+    TRY(fs(rv, K_computer, &comp));
     /* computer: _fs(...).lower().lstrip('\\') */
     Py_ssize_t cn = 0;
     {
@@ -1480,31 +1583,41 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (comp.n - a > (Py_ssize_t)sizeof(cbuf)) { rc = DECLINE; goto out; }
         for (Py_ssize_t i = a; i < comp.n; i++) cbuf[cn++] = a_lower(comp.p[i]);
     }
-    PyObject *ch = PyDict_GetItemWithError(rec, K_channel);
-    PyObject *pv = PyDict_GetItemWithError(rec, K_provider);
-    if (PyErr_Occurred()) { rc = -1; goto out; }
-    if (ch != NULL && !(PyUnicode_CheckExact(ch) && PyUnicode_IS_ASCII(ch))) { rc = DECLINE; goto out; }
-    if (pv != NULL && !PyUnicode_CheckExact(pv)) { rc = DECLINE; goto out; }
+    span chan = {"", 0, NULL};
+    if (rv->dict != NULL) {
+        /* str(ch).lower() / str(pv): only ASCII str channels and str providers here */
+        ch = PyDict_GetItemWithError(rv->dict, K_channel);
+        pv = PyDict_GetItemWithError(rv->dict, K_provider);
+        if (PyErr_Occurred()) return -1;
+        if (ch != NULL && !(PyUnicode_CheckExact(ch) && PyUnicode_IS_ASCII(ch))) return DECLINE;
+        if (pv != NULL && !PyUnicode_CheckExact(pv)) return DECLINE;
+        if (ch != NULL) {
+            chan.p = PyUnicode_DATA(ch);
+            chan.n = PyUnicode_GET_LENGTH(ch);
+            chan.obj = ch;
+        }
+        if (pv != NULL) Py_INCREF(pv);
+    } else {
+        TRY(rv_raw(rv, K_channel, &chan.p, &chan.n, &chs, &present));
+        TRY(rv_raw(rv, K_provider, &rp, &rn, &chs, &present));
+        pv = ascii_str(rp, rn);
+        if (pv == NULL) return -1;
+    }
 
     ev = _PyDict_NewPresized(24);
-    if (ev == NULL) return NULL;
-    TRY(PyDict_SetItem(ev, F_time_ms, args[2]) ? -1 : 0);
-    TRY(PyDict_SetItem(ev, F_record_id, args[3]) ? -1 : 0);
-    TRY(PyDict_SetItem(ev, F_event_id, args[1]) ? -1 : 0);
+    if (ev == NULL) { rc = -1; goto out; }
+    TRY(PyDict_SetItem(ev, F_time_ms, tms_o) ? -1 : 0);
+    TRY(PyDict_SetItem(ev, F_record_id, rid_o) ? -1 : 0);
+    TRY(PyDict_SetItem(ev, F_event_id, eid_o) ? -1 : 0);
     TRY(put_buf(ev, F_computer, cbuf, cn));
-    if (ch == NULL) {
-        TRY(PyDict_SetItem(ev, F_channel, S_empty) ? -1 : 0);
-    } else {
-        span c = {PyUnicode_DATA(ch), PyUnicode_GET_LENGTH(ch), ch};
-        TRY(put_span(ev, F_channel, &c, 1));
-    }
+    TRY(put_span(ev, F_channel, &chan, 1));
     TRY(PyDict_SetItem(ev, F_provider, pv != NULL ? pv : S_empty) ? -1 : 0);
     TRY(PyDict_SetItem(ev, F_action, sp->action) ? -1 : 0);
     if (sp->proto != NULL) {
         TRY(PyDict_SetItem(ev, F_protocol, sp->proto) ? -1 : 0);
     } else {                                    /* _proto_auth */
-        TRY(fs(rec, R_authpkg, &s1));
-        if (s1.n == 0) TRY(fs(rec, R_logonproc, &s1));
+        TRY(fs(rv, R_authpkg, &s1));
+        if (s1.n == 0) TRY(fs(rv, R_logonproc, &s1));
         PyObject *pr = NULL;
         if (contains(s1.p, s1.n, "kerberos")) pr = P_kerberos;
         else if (contains(s1.p, s1.n, "ntlm")) pr = P_ntlm;
@@ -1514,14 +1627,14 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     long flags = 0;
     if (sp->has_acc) {
-        TRY(fs(rec, sp->acc.name, &s1));
-        TRY(fs(rec, sp->acc.dom, &s2));
+        TRY(fs(rv, sp->acc.name, &s1));
+        TRY(fs(rv, sp->acc.dom, &s2));
         if (s1.n + s2.n + cn + 2 > (Py_ssize_t)sizeof(nbuf)) { rc = DECLINE; goto out; }
         TRY(put_buf(ev, F_account, nbuf, norm_account_c(&s1, &s2, cbuf, cn, nbuf)));
         if (sp->acc.dom) TRY(put_span(ev, F_account_domain, &s2, 0));
         int anon_sid = 0;
         if (sp->acc.sid) {
-            TRY(fs(rec, sp->acc.sid, &s3));
+            TRY(fs(rv, sp->acc.sid, &s3));
             TRY(put_span(ev, F_account_sid, &s3, 2));
             anon_sid = ieq(s3.p, s3.n, "s-1-5-7");
         }
@@ -1529,23 +1642,23 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (ieq(s1.p, s1.n, "anonymous logon") || ieq(s1.p, s1.n, "anonymous") || anon_sid)
             flags |= 4;                                                       /* anonymous */
     } else if (sp->special & SP_USER_SID) {
-        TRY(fs(rec, K_user_sid, &s3));
+        TRY(fs(rv, K_user_sid, &s3));
         TRY(put_span(ev, F_account_sid, &s3, 2));
     }
     if (sp->has_tgt) {
-        TRY(fs(rec, sp->tgt.name, &s1));
-        TRY(fs(rec, sp->tgt.dom, &s2));
+        TRY(fs(rv, sp->tgt.name, &s1));
+        TRY(fs(rv, sp->tgt.dom, &s2));
         if (s1.n + s2.n + cn + 2 > (Py_ssize_t)sizeof(nbuf)) { rc = DECLINE; goto out; }
         TRY(put_buf(ev, F_target_account, nbuf, norm_account_c(&s1, &s2, cbuf, cn, nbuf)));
         if (sp->tgt.sid) {
-            TRY(fs(rec, sp->tgt.sid, &s3));
+            TRY(fs(rv, sp->tgt.sid, &s3));
             TRY(put_span(ev, F_target_sid, &s3, 2));
         }
         if (s1.n && s1.p[s1.n - 1] == '$') flags |= 8;                       /* target machine */
     }
     for (int i = 0; i < sp->n_fields; i++) {
         fspec *f = &sp->fields[i];
-        TRY(fs(rec, f->key, &s1));
+        TRY(fs(rv, f->key, &s1));
         if (s1.n == 0) continue;
         if (f->kind == FK_IP) {
             if (s1.n >= 7 && ieq(s1.p, 7, "::ffff:")) {
@@ -1566,10 +1679,10 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     for (int i = 0; i < sp->n_ints; i++) {
         ispec *f = &sp->ints[i];
-        int has = PyDict_Contains(rec, f->key);
-        if (has < 0) { rc = -1; goto out; }
-        if (!has) continue;
-        TRY(fs(rec, f->key, &s1));
+        PyObject *unused;
+        TRY(rv_raw(rv, f->key, &rp, &rn, &unused, &present));
+        if (!present) continue;
+        TRY(fs(rv, f->key, &s1));
         long long val = f->dflt;
         if (s1.n) {
             if (has_underscore(&s1)) { rc = DECLINE; goto out; }
@@ -1590,7 +1703,7 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (r) { rc = -1; goto out; }
     }
     if (sp->special & SP_NULL_SUBJECT) {
-        TRY(fs(rec, R_subject_sid, &s1));
+        TRY(fs(rv, R_subject_sid, &s1));
         if (ieq(s1.p, s1.n, "s-1-0-0")) flags |= 32;
     }
     if (sp->special & SP_VALUE_LOWER) {
@@ -1609,18 +1722,18 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (v != NULL && PyUnicode_GET_LENGTH(v) &&
             ((const char *)PyUnicode_DATA(v))[PyUnicode_GET_LENGTH(v) - 1] == '$')
             flags |= 8;
-        TRY(fs(rec, R_transmitted, &s1));
+        TRY(fs(rv, R_transmitted, &s1));
         if (s1.n) flags |= 64;
     }
     if (sp->special & SP_VALUE_DELETED) {
-        TRY(fs(rec, R_operation, &s1));
+        TRY(fs(rv, R_operation, &s1));
         if (contains(s1.p, s1.n, "%%14675") || contains(s1.p, s1.n, "value deleted"))
             flags |= 128;
     }
     if (sp->failure == 1) {
         flags |= 2;
     } else if (sp->failure == 2) {
-        TRY(fs(rec, R_status, &s1));
+        TRY(fs(rv, R_status, &s1));
         if (s1.n) {
             if (has_underscore(&s1)) { rc = DECLINE; goto out; }
             pint_t p = pint_c(&s1);
@@ -1653,7 +1766,7 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
         int any = 0;
         xbuf[o++] = '{';
         for (int i = 0; i < sp->n_extra; i++) {
-            TRY(fs(rec, sp->extra[i], &s1));
+            TRY(fs(rv, sp->extra[i], &s1));
             if (s1.n == 0) continue;
             if (any) xbuf[o++] = ',';
             any = 1;
@@ -1667,13 +1780,271 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
         xbuf[o++] = '}';
         if (any) TRY(put_buf(ev, F_extra, xbuf, o > 4000 ? 4000 : o));
     }
-    return ev;
+    Py_XDECREF(pv);
+    *out = ev;
+    return 0;
 out:
 #undef TRY
+    Py_XDECREF(pv);
     Py_XDECREF(ev);
+    return rc;
+}
+
+static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "normalize(rec, eid, time_ms, record_id)");
+        return NULL;
+    }
+    PyObject *rec = args[0];
+    if (etable == NULL || !PyDict_CheckExact(rec)) Py_RETURN_NONE;
+    long eid = PyLong_AsLong(args[1]);
+    if (eid == -1 && PyErr_Occurred()) { PyErr_Clear(); Py_RETURN_NONE; }
+    if (eid < 0 || eid >= MAX_EID || !etable[eid].used) Py_RETURN_NONE;
+    recview rv;
+    rv.dict = rec;
+    rv.n = 0;
+    PyObject *ev = NULL;
+    int rc = normalize_core(&rv, &etable[eid], args[1], args[2], args[3], &ev);
+    if (rc == 0) return ev;
     if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
     PyErr_Clear();
     Py_RETURN_NONE;
+}
+
+
+/* normalize.channel_ok, by rule (ASCII) */
+static int chan_ok(int rule, const char *ch, Py_ssize_t chn, const char *pv, Py_ssize_t pvn) {
+    switch (rule) {
+    case 1: return ieq(ch, chn, "system") || contains(pv, pvn, "eventlog");
+    case 2: return ieq(ch, chn, "system") || contains(pv, pvn, "service control manager");
+    case 3: return ieq(ch, chn, "system") || contains(pv, pvn, "netlogon");
+    case 4: return ieq(ch, chn, "microsoft-windows-ntlm/operational") || chn == 0 ||
+                   contains(pv, pvn, "ntlm");
+    case 5: return ieq(ch, chn, "directory service") || chn == 0 ||
+                   contains(pv, pvn, "activedirectory");
+    default: return ieq(ch, chn, "security") ||
+                    ieq(pv, pvn, "microsoft-windows-security-auditing") || (chn == 0 && pvn == 0);
+    }
+}
+
+static char *scratch = NULL;            /* unescaped values of the record being read */
+static Py_ssize_t scratch_cap = 0;
+
+/* a string value's span for the view: unescaped into the scratch when it has escapes */
+static int sv_span(scan *s, const char *a, Py_ssize_t n, int esc, char **sp, const char **v,
+                   Py_ssize_t *vn, int *ascii) {
+    if (!esc) {
+        *v = a;
+        *vn = n;
+        *ascii = s->ascii;
+        return 0;
+    }
+    Py_ssize_t o = unescape(a, n, *sp, ascii);
+    if (o < 0) return FAIL;
+    *v = *sp;
+    *vn = o;
+    *sp += o;
+    return 0;
+}
+
+/* EventData into the view, with the rules of event_data() */
+static int ed_spans(scan *s, recview *rv, char **sp) {
+    int first = 1, r;
+    const char *k; Py_ssize_t kn; int kesc;
+    if (obj_begin(s)) return FAIL;
+    while ((r = obj_next(s, &first, &k, &kn, &kesc)) == 0) {
+        if (kesc || kn == 0 || k[0] == '_' || k[0] == '#' ||
+            (kn == 4 && memcmp(k, "Data", 4) == 0) || (kn == 6 && memcmp(k, "Binary", 6) == 0))
+            return FAIL;
+        const char *v;
+        Py_ssize_t vn;
+        int ascii = 1;
+        char c = *s->p;
+        if (c == '"') {
+            const char *a; Py_ssize_t n; int esc;
+            if (str_span(s, &a, &n, &esc) || sv_span(s, a, n, esc, sp, &v, &vn, &ascii))
+                return FAIL;
+        } else if (c == 'n') {
+            if (lit(s, "null", 4)) return FAIL;
+            v = "";
+            vn = 0;
+        } else {
+            const char *a = s->p;
+            long long x;
+            if (num_span(s, &x)) return FAIL;
+            v = a;
+            vn = s->p - a;
+        }
+        if (rv_put(rv, k, kn, v, vn, ascii)) return FAIL;
+    }
+    return r == FAIL ? FAIL : 0;
+}
+
+static int event_obj_spans(scan *s, sysinfo *y, recview *rv, char **sp) {
+    int first = 1, r;
+    const char *k; Py_ssize_t kn; int kesc;
+    if (obj_begin(s)) return FAIL;
+    while ((r = obj_next(s, &first, &k, &kn, &kesc)) == 0) {
+        if (KEQ(k, kn, kesc, "System")) {
+            if (y->seen_sys++ || system_obj(s, y)) return FAIL;
+        } else if (KEQ(k, kn, kesc, "EventData")) {
+            if (y->seen_ed++) return FAIL;
+            if (*s->p == 'n') { if (lit(s, "null", 4)) return FAIL; }
+            else if (ed_spans(s, rv, sp)) return FAIL;
+        } else if (KEQ(k, kn, kesc, "UserData")) {
+            if (y->seen_ud++ || lit(s, "null", 4)) return FAIL;
+        } else if (skip_value(s, 1)) {
+            return FAIL;
+        }
+    }
+    return r == FAIL ? FAIL : 0;
+}
+
+static int sys_put(scan *s, recview *rv, PyObject *key, sval *v, char **sp) {
+    const char *p = "";
+    Py_ssize_t n = 0;
+    int ascii = 1;
+    if (v != NULL && v->set && !v->isnull && sv_span(s, v->a, v->n, v->esc, sp, &p, &n, &ascii))
+        return FAIL;
+    return rv_put(rv, (const char *)PyUnicode_DATA(key), PyUnicode_GET_LENGTH(key), p, n, ascii);
+}
+
+/* peek + flat_from_evtx_json + normalize in one pass, without the flat record */
+static PyObject *evtx_event(PyObject *self, PyObject *arg) {
+    if (etable == NULL || !PyUnicode_CheckExact(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NONE;
+    const char *t = (const char *)PyUnicode_DATA(arg);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(arg);
+    long long pe = peek_c(t, len);
+    if (pe < 0) Py_RETURN_NONE;
+    if (pe >= MAX_EID || !consumed[pe]) return PyLong_FromLongLong(pe);
+    if (len > scratch_cap) {
+        char *nb = PyMem_Realloc(scratch, (size_t)len + 64);
+        if (nb == NULL) return PyErr_NoMemory();
+        scratch = nb;
+        scratch_cap = len + 64;
+    }
+    char *sp = scratch;
+    scan S = {t, t + len, 1};
+    scan *s = &S;
+    sysinfo Y;
+    memset(&Y, 0, sizeof Y);
+    recview rv;
+    rv.dict = NULL;
+    rv.n = 0;
+    memset(rv.slot, 0, sizeof rv.slot);
+    const char *k; Py_ssize_t kn; int kesc, r, first = 1, seen_event = 0;
+    /* the System keys first, as the flat record has them (EventData keys starting with '_'
+     * are left to the Python path, so nothing overrides them) */
+    ws(s);
+    if (obj_begin(s)) Py_RETURN_NONE;
+    while ((r = obj_next(s, &first, &k, &kn, &kesc)) == 0) {
+        if (KEQ(k, kn, kesc, "Event")) {
+            if (seen_event++ || event_obj_spans(s, &Y, &rv, &sp)) Py_RETURN_NONE;
+        } else if (skip_value(s, 1)) {
+            Py_RETURN_NONE;
+        }
+    }
+    ws(s);
+    if (r == FAIL || s->p != s->end || !seen_event || !Y.seen_sys || !Y.have_eid ||
+        !Y.stime.set || Y.stime.isnull || Y.stime.esc)
+        Py_RETURN_NONE;
+    long long tms;
+    if (time_ms(Y.stime.a, Y.stime.n, &tms)) Py_RETURN_NONE;
+    if (Y.eid < 0 || Y.eid >= MAX_EID || !etable[Y.eid].used) Py_RETURN_NONE;
+    sval *prov = NULL;
+    if (Y.pname.set && !Y.pname.isnull && Y.pname.n > 0) prov = &Y.pname;
+    else if (Y.pesn.set && !Y.pesn.isnull && Y.pesn.n > 0) prov = &Y.pesn;
+    if (sys_put(s, &rv, K_computer, &Y.comp, &sp) || sys_put(s, &rv, K_channel, &Y.chan, &sp) ||
+        sys_put(s, &rv, K_provider, prov, &sp) || sys_put(s, &rv, K_user_sid, &Y.uid, &sp))
+        Py_RETURN_NONE;
+    espec *e = &etable[Y.eid];
+    {
+        const char *cp, *pp;
+        Py_ssize_t cn, pn;
+        PyObject *o;
+        int present;
+        if (rv_raw(&rv, K_channel, &cp, &cn, &o, &present) ||
+            rv_raw(&rv, K_provider, &pp, &pn, &o, &present) || !chan_ok(e->chan_rule, cp, cn, pp, pn))
+            Py_RETURN_NONE;
+    }
+    PyObject *eid_o = PyLong_FromLongLong(Y.eid), *tms_o = PyLong_FromLongLong(tms),
+             *rid_o = PyLong_FromLongLong(Y.rid), *ev = NULL;
+    int rc = (eid_o && tms_o && rid_o) ? normalize_core(&rv, e, eid_o, tms_o, rid_o, &ev) : -1;
+    Py_XDECREF(eid_o);
+    Py_XDECREF(tms_o);
+    Py_XDECREF(rid_o);
+    if (rc == 0) return ev;
+    if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+/* the event-id counters of a block, merged into the caller's dicts at the end */
+typedef struct { long long id[64]; long cnt[64]; int n; } idcount;
+
+static int idc_flush(idcount *c, PyObject *d) {
+    for (int i = 0; i < c->n; i++) {
+        PyObject *k = PyLong_FromLongLong(c->id[i]);
+        if (k == NULL) return -1;
+        PyObject *old = PyDict_GetItemWithError(d, k);
+        long base = 0;
+        if (old != NULL) base = PyLong_AsLong(old);
+        PyObject *v = (PyErr_Occurred()) ? NULL : PyLong_FromLong(base + c->cnt[i]);
+        int r = v == NULL || PyDict_SetItem(d, k, v);
+        Py_DECREF(k);
+        Py_XDECREF(v);
+        if (r) return -1;
+    }
+    c->n = 0;
+    return 0;
+}
+
+static inline int idc_add(idcount *c, long long id, PyObject *d) {
+    for (int i = 0; i < c->n; i++)
+        if (c->id[i] == id) { c->cnt[i]++; return 0; }
+    if (c->n == 64 && idc_flush(c, d)) return -1;
+    c->id[c->n] = id;
+    c->cnt[c->n++] = 1;
+    return 0;
+}
+
+static PyObject *nb_add_evtx(NBatcher *self, PyObject *args) {
+    PyObject *datas, *read_ids, *unk_ids, *out = NULL;
+    Py_ssize_t start;
+    long long seq;
+    if (!PyArg_ParseTuple(args, "O!nLO!O!", &PyList_Type, &datas, &start, &seq, &PyDict_Type,
+                          &read_ids, &PyDict_Type, &unk_ids))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(datas), i;
+    long n_norm = 0, n_unk = 0;
+    idcount rc_, uc_;
+    rc_.n = uc_.n = 0;
+    for (i = start < 0 ? 0 : start; i < n; i++) {
+        PyObject *r = evtx_event(NULL, PyList_GET_ITEM(datas, i));
+        if (r == NULL) goto fail;
+        if (r == Py_None) { Py_DECREF(r); break; }
+        if (PyLong_CheckExact(r)) {                     /* an id the product does not use */
+            long long id = PyLong_AsLongLong(r);
+            Py_DECREF(r);
+            if (idc_add(&rc_, id, read_ids) || idc_add(&uc_, id, unk_ids)) goto fail;
+            n_unk++;
+            continue;
+        }
+        PyObject *eo = PyDict_GetItemWithError(r, F_event_id);
+        long long id = eo ? PyLong_AsLongLong(eo) : -1;
+        seq++;
+        int bad = idc_add(&rc_, id, read_ids) || nb_add_core(self, r, seq, &out);
+        Py_DECREF(r);
+        if (bad) goto fail;
+        n_norm++;
+    }
+    if (idc_flush(&rc_, read_ids) || idc_flush(&uc_, unk_ids)) goto fail;
+    PyObject *res = Py_BuildValue("(nLllO)", i, seq, n_norm, n_unk, out ? out : Py_None);
+    Py_XDECREF(out);
+    return res;
+fail:
+    Py_XDECREF(out);
+    return NULL;
 }
 
 static int key_or_null(PyObject *o, PyObject **out) {
@@ -1702,15 +2073,31 @@ static int nspec_from(PyObject *t, nspec *n) {
  *                  ((field, key, default, unsigned), ...), special, failure, (extra keys))})
  * Called once at import; the table lives for the process (set again: replaced, the old one
  * is leaked on purpose -- it is a few KB and never set twice outside tests). */
-static PyObject *set_table(PyObject *self, PyObject *arg) {
-    if (!PyDict_Check(arg)) { PyErr_SetString(PyExc_TypeError, "set_table: dict"); return NULL; }
+static PyObject *set_table(PyObject *self, PyObject *args) {
+    PyObject *arg, *ids;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &arg, &ids)) return NULL;
+    unsigned char cons[MAX_EID];
+    memset(cons, 0, sizeof cons);
+    PyObject *it = PyObject_GetIter(ids), *x;
+    if (it == NULL) return NULL;
+    while ((x = PyIter_Next(it)) != NULL) {
+        long e = PyLong_AsLong(x);
+        Py_DECREF(x);
+        if (e < 0 || e >= MAX_EID) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "set_table: event id");
+            break;
+        }
+        cons[e] = 1;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return NULL;
     espec *t = PyMem_Calloc(MAX_EID, sizeof(espec));
     if (t == NULL) return PyErr_NoMemory();
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(arg, &pos, &k, &v)) {
         long eid = PyLong_AsLong(k);
-        if (eid < 0 || eid >= MAX_EID || !PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 9) {
+        if (eid < 0 || eid >= MAX_EID || !PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 10) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "set_table: bad entry");
             goto fail;
         }
@@ -1758,6 +2145,7 @@ static PyObject *set_table(PyObject *self, PyObject *arg) {
             if (key_or_null(PyTuple_GET_ITEM(extra, i), &e->extra[i])) goto fail;
         e->special = (int)PyLong_AsLong(PyTuple_GET_ITEM(v, 6));
         e->failure = (int)PyLong_AsLong(PyTuple_GET_ITEM(v, 7));
+        e->chan_rule = (int)PyLong_AsLong(PyTuple_GET_ITEM(v, 9));
         if (PyErr_Occurred()) goto fail;
         e->used = 1;
         continue;
@@ -1766,6 +2154,7 @@ static PyObject *set_table(PyObject *self, PyObject *arg) {
         goto fail;
     }
     etable = t;
+    memcpy(consumed, cons, sizeof cons);
     Py_RETURN_NONE;
 fail:
     PyMem_Free(t);
@@ -1781,7 +2170,11 @@ static PyMethodDef methods[] = {
      "evtx_source's event-id peek: the id, -1 for no match, None = use the regex."},
     {"normalize", (PyCFunction)(void (*)(void))normalize_c, METH_FASTCALL,
      "The compiled normalizer of one flat record (normalize._gen_source), or None."},
-    {"set_table", set_table, METH_O, "Load the normalizer table (normalize.native_table())."},
+    {"set_table", set_table, METH_VARARGS,
+     "set_table(table, consumed_ids): load the normalizer (normalize.native_table())."},
+    {"evtx_event", evtx_event, METH_O,
+     "One evtx JSON record straight to its event: the event dict, the id (an int) of a record "
+     "the normalizer does not consume, or None (take the Python path)."},
     {"build_columns", build_columns, METH_VARARGS,
      "build_columns(events, layout): ((column bytes...), string-column bytes, table), or "
      "(\"events\", events) when a value needs the Python build."},

@@ -213,6 +213,11 @@ class Batcher:
             self.flush = self._flush_native     # type: ignore[method-assign]
 
     @property
+    def native(self):
+        """The :class:`collectors._native.NativeBatcher` doing the work, or None."""
+        return self._nb
+
+    @property
     def max_events(self) -> int:
         return self._nb.max_events if self._nb is not None else self._max_events
 
@@ -229,13 +234,14 @@ class Batcher:
 
     def _add_native(self, ev: dict, seq: int = 0) -> list[WireMessage]:
         r = self._nb.add(ev, seq)
-        return [] if r is None else [self._message(*x) for x in r]
+        return [] if r is None else [self.message(*x) for x in r]
 
     def _flush_native(self) -> list[WireMessage]:
-        return [self._message(*x) for x in self._nb.flush()]
+        return [self.message(*x) for x in self._nb.flush()]
 
     @staticmethod
-    def _message(kind: int, p: int, last_seq: int, n: int, payload: tuple) -> WireMessage:
+    def message(kind: int, p: int, last_seq: int, n: int, payload: tuple) -> WireMessage:
+        """The wire message of a batch the native batcher emitted."""
         b = BatchBuilder(kind, p)
         if payload[0] == "events":          # a value only the Python build takes (or rejects)
             b.events = payload[1]

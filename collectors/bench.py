@@ -278,8 +278,16 @@ class RepeatSource:
         self.fs = FileSource([], follow=False)
         self.read = 0
 
+    @property
+    def native_blocks(self) -> bool:
+        return self.fs.native_blocks
+
+    @native_blocks.setter
+    def native_blocks(self, v: bool) -> None:
+        self.fs.native_blocks = v
+
     def poll(self):
-        from .evtx_source import _kind
+        from .evtx_source import EvtxBlock, _kind
 
         rnd = 0
         while self.read < self.target:
@@ -292,8 +300,15 @@ class RepeatSource:
                 else:
                     it = self.fs._text(f, f"{f}#{rnd}", f.stat())
                 for item in it:
+                    rec = item[0]
+                    if rec.__class__ is EvtxBlock:
+                        room = self.target - self.read
+                        if len(rec) > room:             # exactly `target` records
+                            del rec.datas[room:], rec.rids[room:]
+                        self.read += len(rec)
+                    else:
+                        self.read += 1
                     yield item
-                    self.read += 1
                     if self.read >= self.target:
                         return
             if self.read == n0:

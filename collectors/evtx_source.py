@@ -269,10 +269,49 @@ def iter_evtx_records(path, start_record: int = 0, threads: int = 1) -> Iterator
         yield rid, r["data"], None
 
 
+def evtx_item(data: str, origin: str, rid: int, sid: str, p: dict) -> Item:
+    """The pipeline item of one EVTX record (JSON text): a flat record, the stub of an id the
+    product does not consume (counted, not parsed), or a parse error with the record."""
+    eid = peek_event_id(data)
+    if eid is not None and eid not in NORMALIZED_EVENT_IDS:
+        return {"_eid": eid, "_time_ms": 0}, None, origin, None, sid, p
+    o = f"{origin}#{rid}"
+    try:
+        rec = flat_evtx(data)
+    except ParseError as e:
+        return None, e, o, data.encode("utf-8", "replace"), sid, p
+    except orjson.JSONDecodeError as e:
+        return None, ParseError(f"evtx JSON: {e}"), o, data.encode("utf-8", "replace"), sid, p
+    return rec, None, o, None, sid, p
+
+
+class EvtxBlock:
+    """Consecutive records of one EVTX file, handed whole to the pipeline's native path
+    (``FileSource.native_blocks``): their JSON texts and record ids. The item that carries a
+    block has the position of its last record."""
+
+    __slots__ = ("datas", "rids")
+
+    def __init__(self):
+        self.datas: list[str] = []
+        self.rids: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.datas)
+
+
+BLOCK_RECORDS = 512
+
+
 class FileSource:
-    """EVTX / text files, one shot or followed."""
+    """EVTX / text files, one shot or followed.
+
+    ``native_blocks`` (set by the pipeline when the C extension is there and no transform is
+    configured): EVTX records come as :class:`EvtxBlock` items instead of one flat record per
+    item; every other consumer gets one flat record per item."""
 
     kind = "evtx"
+    native_blocks = False
 
     def __init__(self, paths: list[str], checkpoints: dict[str, dict] | None = None,
                  follow: bool = False, evtx_threads: int = 1, settle_s: float = 30.0):
@@ -414,7 +453,9 @@ class FileSource:
     def _evtx_records(self, src, path: Path, sid: str, last: int,
                       first: int | None) -> Iterator[Item]:
         origin = str(path)
-        peek, flat = _NATIVE_PEEK, _NATIVE_FLAT
+        if self.native_blocks and _NATIVE_FLAT is not None:
+            yield from self._evtx_blocks(src, origin, sid, last, first)
+            return
         for rid, data, err in iter_evtx_records(src, last, self.evtx_threads):
             if first is None and err is None:
                 first = rid
@@ -423,38 +464,36 @@ class FileSource:
                 continue
             self.records_read += 1
             p = {"record_id": rid, "first_record_id": first}
-            if peek is not None:
-                eid = peek(data)
-                if eid is None:
-                    eid = peek_event_id_py(data)
-                elif eid < 0:
-                    eid = None
-            else:
-                eid = peek_event_id_py(data)
-            if eid is not None and eid not in NORMALIZED_EVENT_IDS:
-                # fast path: an id the product does not consume -> counted, not parsed
-                self.positions[sid] = p
-                yield {"_eid": eid, "_time_ms": 0}, None, origin, None, sid, p
-                continue
-            o = f"{origin}#{rid}"
-            rec = flat(data) if flat is not None else None
-            if rec is not None:
-                self.positions[sid] = p
-                yield rec, None, o, None, sid, p
-                continue
-            try:
-                rec = from_evtx_json(orjson.loads(data))
-            except ParseError as e:
-                self.positions[sid] = p
-                yield None, e, o, data.encode("utf-8", "replace"), sid, p
-                continue
-            except orjson.JSONDecodeError as e:
-                self.positions[sid] = p
-                yield None, ParseError(f"evtx JSON: {e}"), o, data.encode("utf-8", "replace"), \
-                    sid, p
-                continue
             self.positions[sid] = p
-            yield rec, None, o, None, sid, p
+            yield evtx_item(data, origin, rid, sid, p)
+
+    def _evtx_blocks(self, src, origin: str, sid: str, last: int,
+                     first: int | None) -> Iterator[Item]:
+        blk = EvtxBlock()
+        rid = last
+        for rid, data, err in iter_evtx_records(src, last, self.evtx_threads):
+            if first is None and err is None:
+                first = rid
+            if err is not None:
+                if blk.datas:
+                    p = {"record_id": blk.rids[-1], "first_record_id": first}
+                    self.positions[sid] = p
+                    yield blk, None, origin, None, sid, p
+                    blk = EvtxBlock()
+                yield None, err, origin, b"", sid, None
+                continue
+            self.records_read += 1
+            blk.datas.append(data)
+            blk.rids.append(rid)
+            if len(blk.datas) >= BLOCK_RECORDS:
+                p = {"record_id": rid, "first_record_id": first}
+                self.positions[sid] = p
+                yield blk, None, origin, None, sid, p
+                blk = EvtxBlock()
+        if blk.datas:
+            p = {"record_id": blk.rids[-1], "first_record_id": first}
+            self.positions[sid] = p
+            yield blk, None, origin, None, sid, p
 
     # -- text --------------------------------------------------------------------------------
     def _text(self, path: Path, sid: str, st: os.stat_result) -> Iterator[Item]:

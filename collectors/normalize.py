@@ -758,13 +758,22 @@ def native_table() -> dict[int, tuple]:
             tuple((f, k, NUMERIC_DEFAULTS.get(f, 0), f in _UNSIGNED)
                   for f, k in spec.get("ints", {}).items()),
             special, 0 if fail is None else 1 if fail is _always else 2,
-            EXTRA_KEYS.get(eid, ()))
+            EXTRA_KEYS.get(eid, ()), _chan_rule(eid))
     return out
+
+
+def _chan_rule(eid: int) -> int:
+    """Which branch of :func:`channel_ok` an id takes (numbered as _native.c's chan_ok)."""
+    if eid in SYSTEM_IDS:
+        return {104: 1, 7045: 2}.get(eid, 3)
+    if eid in OTHER_CHANNEL_IDS:
+        return {8004: 4, 1644: 5}[eid]
+    return 0
 
 
 _NATIVE_NORM = None
 if native.AVAILABLE:
-    native.ext.set_table(native_table())
+    native.ext.set_table(native_table(), NORMALIZED_EVENT_IDS)
     _NATIVE_NORM = native.ext.normalize
 
 
