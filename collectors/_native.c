@@ -137,20 +137,22 @@ static int str_span(scan *s, const char **a, Py_ssize_t *n, int *esc) {
     if (s->p >= s->end || *s->p != '"') return FAIL;
     const char *q = ++s->p;
     int e = 0;
-    while (q < s->end) {
-        /* 16 (SSE2) or 8 bytes at a time while none is '"', '\\' or a control character */
 #ifdef __SSE2__
-        {
-            const __m128i dq = _mm_set1_epi8('"'), bsl = _mm_set1_epi8('\\'),
-                          c1f = _mm_set1_epi8(0x1F);
-            while (s->end - q >= 16) {
-                __m128i x = _mm_loadu_si128((const __m128i *)q);
-                __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, dq), _mm_cmpeq_epi8(x, bsl)),
-                                         _mm_cmpeq_epi8(_mm_min_epu8(x, c1f), x));
-                int bits = _mm_movemask_epi8(m);
-                if (bits) { q += __builtin_ctz((unsigned)bits); break; }
-                q += 16;
+    const __m128i dq = _mm_set1_epi8('"'), bsl = _mm_set1_epi8('\\'), c1f = _mm_set1_epi8(0x1F);
+#endif
+    while (q < s->end) {
+        /* 16 (SSE2) or 8 bytes at a time up to the next '"', '\\' or control character */
+#ifdef __SSE2__
+        while (s->end - q >= 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)q);
+            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, dq), _mm_cmpeq_epi8(x, bsl)),
+                                     _mm_cmpeq_epi8(_mm_min_epu8(x, c1f), x));
+            int bits = _mm_movemask_epi8(m);
+            if (bits) {
+                q += __builtin_ctz((unsigned)bits);
+                goto special;
             }
+            q += 16;
         }
 #endif
         while (s->end - q >= 8) {
@@ -163,6 +165,9 @@ static int str_span(scan *s, const char **a, Py_ssize_t *n, int *esc) {
             if (hit & 0x8080808080808080ULL) break;
             q += 8;
         }
+#ifdef __SSE2__
+    special:
+#endif
         if (q >= s->end) break;
         unsigned char c = (unsigned char)*q;
         if (c == '"') {
