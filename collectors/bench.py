@@ -14,8 +14,9 @@ bare ``PyEvtxParser(f, number_of_threads=1).records_json()`` loop over the same 
 of three runs, two before and one after the pipeline, to even out machine noise).
 
 JSON keys: ``events_per_s`` (records read per second through the whole pipeline),
-``ceiling_events_per_s``, ``ratio``, ``normalized_per_s`` (events the product consumes), plus
-the input mix.
+``ceiling_events_per_s``, ``ratio``, ``normalized_per_s`` (events the product consumes),
+``hot_path`` (``native``: the C path of ``collectors/_native.c``; ``python``: the extension is
+not built or ``ITDR_NATIVE=0``), plus the input mix.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import orjson
 
 from stream.errors import ITDRError
 
+from . import native
 from .files import EVTX_MAGIC
 
 DEFAULT_SAMPLES = [Path(__file__).resolve().parents[2] / "shared" / "samples",
@@ -394,7 +396,8 @@ def run_bench(files: list[str], events: int, bootstrap: str | None = None,
                 "unknown": rep["unknown"], "dead_lettered": rep["dead_lettered"],
                 "batches": rep["batches"], "delivered_events": rep["delivered_events"],
                 "elapsed_s": round(el, 3), "process_cpu_s": round(cpu, 3),
-                "files": len(files), "flushed": rep["flushed"], **(info or {}),
+                "files": len(files), "flushed": rep["flushed"], "hot_path": native.status(),
+                **(info or {}),
                 "loadavg_1m": round(os.getloadavg()[0], 2)}
     finally:
         os.sched_setaffinity(0, affinity)

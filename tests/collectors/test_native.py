@@ -80,6 +80,12 @@ def test_the_extension_is_built():
     # CI installs with a compiler: a missing extension there is a build failure, not a skip
     assert native.AVAILABLE, "collectors._native did not build (pip install -e . with gcc)"
     assert native.status() == "native"
+    from collectors.health import Heartbeat
+    hb = Heartbeat("dc01", "collect", [], 30, "health").build(
+        read=0, delivered=0, checkpoint_lag=0, spool_bytes=0, spool_batches=0, dropped=0,
+        dead_lettered=0, backpressure=False, unknown_ids={}, event_counts={},
+        last_delivery_ms=0)
+    assert hb["hot_path"] == "native"           # operators see a collector on the slow path
 
 
 def test_generated_evtx_records_take_the_c_path_and_match(tmp_path):
@@ -572,3 +578,41 @@ def test_pipeline_block_path_equals_the_per_record_path(tmp_path):
     # the epochs carry the same final position; the block path closes fewer epochs
     assert pa.epochs_closed[-1][0] == pb.epochs_closed[-1][0] != {}
     assert sum(n for _, n in pa.epochs_closed) == sum(n for _, n in pb.epochs_closed) == 1500
+
+
+_DIGEST = """
+import hashlib, json, sys
+sys.path.insert(0, {root!r})
+from tests.collectors.test_native import _run_pipeline
+from collectors import native
+prod, pipe, rep = _run_pipeline({path!r}, True)
+h = hashlib.sha256()
+for m in prod.batches:
+    h.update(repr((m.topic_kind, m.partition, m.key, m.n_events, m.last_seq)).encode())
+    h.update(m.value)
+print(json.dumps({{"hot_path": native.status(), "digest": h.hexdigest(),
+                  "counts": [rep["read"], rep["normalized"], rep["unknown"]],
+                  "unknown_ids": sorted(pipe.normalizer.unknown_ids.items())}}))
+"""
+
+
+def test_the_whole_collector_path_gives_the_same_batches_without_the_extension(tmp_path):
+    """ITDR_NATIVE=0 (a collector built without a compiler): orjson + the Python flattening,
+    the compiled Python normalizers and the Python batcher; byte for byte the batches of the
+    C path."""
+    import json
+    import subprocess
+    import sys
+    root = str(Path(__file__).resolve().parents[2])
+    path = _mixed_evtx(tmp_path)
+    out = {}
+    for flag in ("1", "0"):
+        r = subprocess.run([sys.executable, "-c", _DIGEST.format(root=root, path=path)],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "ITDR_NATIVE": flag}, cwd=root)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[flag] = json.loads(r.stdout.splitlines()[-1])
+    assert out["1"]["hot_path"] == "native" and out["0"]["hot_path"] == "python"
+    assert out["1"]["counts"] == out["0"]["counts"] == [1500, 1250, 250]
+    assert out["1"]["unknown_ids"] == out["0"]["unknown_ids"]
+    assert out["1"]["digest"] == out["0"]["digest"]
