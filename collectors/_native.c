@@ -521,45 +521,6 @@ static PyObject *key_str(scan *s, const char *k, Py_ssize_t kn) {
     return o;
 }
 
-/* EventData of one record straight into the flat record: string -> str, int -> str(int),
- * null -> ""; any other value or key (Data, #attributes, Binary, '_'-prefixed, escaped) is
- * FAIL (the Python path flattens those) */
-static int event_data(scan *s, PyObject *rec) {
-    int first = 1, r;
-    const char *k; Py_ssize_t kn; int kesc;
-    if (obj_begin(s)) return FAIL;
-    while ((r = obj_next(s, &first, &k, &kn, &kesc)) == 0) {
-        if (kesc || kn == 0 || k[0] == '_' || k[0] == '#' ||
-            (kn == 4 && memcmp(k, "Data", 4) == 0) || (kn == 6 && memcmp(k, "Binary", 6) == 0))
-            return FAIL;
-        PyObject *v;
-        char c = *s->p;
-        if (c == '"') {
-            const char *a; Py_ssize_t n; int esc;
-            if (str_span(s, &a, &n, &esc)) return FAIL;
-            v = make_str(s, a, n, esc);
-            if (v == NULL) return FAIL;
-        } else if (c == 'n') {
-            if (lit(s, "null", 4)) return FAIL;
-            v = S_empty;
-            Py_INCREF(v);
-        } else {
-            const char *a = s->p;
-            long long x;
-            if (num_span(s, &x)) return FAIL;
-            v = ascii_str(a, s->p - a);         /* str(int): the digits as written */
-            if (v == NULL) return FAIL;
-        }
-        PyObject *key = key_str(s, k, kn);
-        if (key == NULL) { Py_DECREF(v); return FAIL; }
-        int rr = PyDict_SetItem(rec, key, v);
-        Py_DECREF(key);
-        Py_DECREF(v);
-        if (rr) return FAIL;
-    }
-    return r == FAIL ? FAIL : 0;
-}
-
 typedef struct {
     long long eid, rid;
     int have_eid, have_rid, seen_sys, seen_ed, seen_ud, seen_prov, seen_tc, seen_sec;
@@ -601,26 +562,6 @@ static int system_obj(scan *s, sysinfo *y) {
     return r == FAIL ? FAIL : 0;
 }
 
-static int event_obj(scan *s, sysinfo *y, PyObject *rec) {
-    int first = 1, r;
-    const char *k; Py_ssize_t kn; int kesc;
-    if (obj_begin(s)) return FAIL;
-    while ((r = obj_next(s, &first, &k, &kn, &kesc)) == 0) {
-        if (KEQ(k, kn, kesc, "System")) {
-            if (y->seen_sys++ || system_obj(s, y)) return FAIL;
-        } else if (KEQ(k, kn, kesc, "EventData")) {
-            if (y->seen_ed++) return FAIL;
-            if (*s->p == 'n') { if (lit(s, "null", 4)) return FAIL; }
-            else if (event_data(s, rec)) return FAIL;
-        } else if (KEQ(k, kn, kesc, "UserData")) {
-            if (y->seen_ud++ || lit(s, "null", 4)) return FAIL;   /* UserData: Python path */
-        } else if (skip_value(s, 1)) {
-            return FAIL;
-        }
-    }
-    return r == FAIL ? FAIL : 0;
-}
-
 static int put(PyObject *d, PyObject *k, PyObject *v) {
     if (v == NULL) return FAIL;
     int r = PyDict_SetItem(d, k, v);
@@ -634,62 +575,6 @@ static PyObject *sval_str(scan *s, sval *v) {
     return make_str(s, v->a, v->n, v->esc);
 }
 
-/* One pass over the text. The flat record's seven System keys are put first (as None) so
- * that the dict's key order is the Python path's; EventData keys starting with '_' could
- * collide with them and are left to the Python path. */
-static PyObject *flat_from_evtx_json(PyObject *self, PyObject *arg) {
-    if (!PyUnicode_CheckExact(arg)) Py_RETURN_NONE;
-    Py_ssize_t len;
-    const char *txt = PyUnicode_AsUTF8AndSize(arg, &len);
-    if (txt == NULL) { PyErr_Clear(); Py_RETURN_NONE; }   /* lone surrogates */
-    scan S = {txt, txt + len, PyUnicode_IS_ASCII(arg)};
-    scan *s = &S;
-    sysinfo Y;
-    memset(&Y, 0, sizeof Y);
-    const char *k; Py_ssize_t kn; int kesc, r, first = 1, seen_event = 0;
-    PyObject *rec = _PyDict_NewPresized(40);
-    if (rec == NULL) return NULL;
-    PyObject *sys_keys[7] = {K_eid, K_time_ms, K_computer, K_channel, K_provider, K_record,
-                             K_user_sid};
-    for (int i = 0; i < 7; i++)
-        if (PyDict_SetItem(rec, sys_keys[i], Py_None)) goto fail;
-
-    ws(s);
-    if (obj_begin(s)) goto fail;
-    while ((r = obj_next(s, &first, &k, &kn, &kesc)) == 0) {
-        if (KEQ(k, kn, kesc, "Event")) {
-            if (seen_event++ || event_obj(s, &Y, rec)) goto fail;
-        } else if (skip_value(s, 1)) {
-            goto fail;
-        }
-    }
-    ws(s);
-    if (r == FAIL || s->p != s->end || !seen_event || !Y.seen_sys || !Y.have_eid ||
-        !Y.stime.set || Y.stime.isnull || Y.stime.esc)
-        goto fail;
-    long long tms;
-    if (time_ms(Y.stime.a, Y.stime.n, &tms)) goto fail;
-    /* Provider: Name, else EventSourceName, else "" (`a or b or ""`) */
-    sval *prov = NULL;
-    if (Y.pname.set && !Y.pname.isnull && Y.pname.n > 0) prov = &Y.pname;
-    else if (Y.pesn.set && !Y.pesn.isnull && Y.pesn.n > 0) prov = &Y.pesn;
-    PyObject *pv;
-    if (prov) pv = make_str(s, prov->a, prov->n, prov->esc);
-    else { pv = S_empty; Py_INCREF(pv); }
-    if (put(rec, K_eid, PyLong_FromLongLong(Y.eid)) || put(rec, K_time_ms, PyLong_FromLongLong(tms))
-        || put(rec, K_computer, sval_str(s, &Y.comp)) || put(rec, K_channel, sval_str(s, &Y.chan))
-        || put(rec, K_provider, pv) || put(rec, K_record, PyLong_FromLongLong(Y.rid))
-        || put(rec, K_user_sid, sval_str(s, &Y.uid)))
-        goto fail;
-    return rec;
-fail:
-    Py_DECREF(rec);
-    if (PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
-        PyErr_Clear();
-    }
-    Py_RETURN_NONE;
-}
 
 /* ------------------------------------------------------------------------------------------
  * peek_event_id: evtx_source._EID_RE on the first 2000 characters of an ASCII record
@@ -1852,8 +1737,10 @@ static int sv_span(scan *s, const char *a, Py_ssize_t n, int esc, char **sp, con
     return 0;
 }
 
-/* EventData into the view, with the rules of event_data() */
-static int ed_spans(scan *s, recview *rv, char **sp) {
+/* EventData into the view: string -> its text, int -> its digits (str(int)), null -> "";
+ * any other value or key (Data, #attributes, Binary, '_'-prefixed, escaped) is FAIL (the
+ * Python path flattens those) */
+static int event_data(scan *s, recview *rv, char **sp) {
     int first = 1, r;
     const char *k; Py_ssize_t kn; int kesc;
     if (obj_begin(s)) return FAIL;
@@ -1885,7 +1772,7 @@ static int ed_spans(scan *s, recview *rv, char **sp) {
     return r == FAIL ? FAIL : 0;
 }
 
-static int event_obj_spans(scan *s, sysinfo *y, recview *rv, char **sp) {
+static int event_obj(scan *s, sysinfo *y, recview *rv, char **sp) {
     int first = 1, r;
     const char *k; Py_ssize_t kn; int kesc;
     if (obj_begin(s)) return FAIL;
@@ -1895,7 +1782,7 @@ static int event_obj_spans(scan *s, sysinfo *y, recview *rv, char **sp) {
         } else if (KEQ(k, kn, kesc, "EventData")) {
             if (y->seen_ed++) return FAIL;
             if (*s->p == 'n') { if (lit(s, "null", 4)) return FAIL; }
-            else if (ed_spans(s, rv, sp)) return FAIL;
+            else if (event_data(s, rv, sp)) return FAIL;
         } else if (KEQ(k, kn, kesc, "UserData")) {
             if (y->seen_ud++ || lit(s, "null", 4)) return FAIL;
         } else if (skip_value(s, 1)) {
@@ -1914,6 +1801,96 @@ static int sys_put(scan *s, recview *rv, PyObject *key, sval *v, char **sp) {
     return rv_put(rv, (const char *)PyUnicode_DATA(key), PyUnicode_GET_LENGTH(key), p, n, ascii);
 }
 
+static int scratch_reserve(Py_ssize_t len) {
+    if (len <= scratch_cap) return 0;
+    char *nb = PyMem_Realloc(scratch, (size_t)len + 64);
+    if (nb == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    scratch = nb;
+    scratch_cap = len + 64;
+    return 0;
+}
+
+/* One pass over a record's JSON text: the System fields into *Y, the EventData entries into
+ * the view (in order; a duplicate key keeps its place and takes the last value, as a dict
+ * does), the event time into *tms. FAIL for anything the Python path must decide: invalid
+ * JSON, a missing or duplicated section, UserData, an unusual value, a bad time. */
+static int scan_record(scan *s, sysinfo *Y, recview *rv, char **sp, long long *tms) {
+    const char *k; Py_ssize_t kn; int kesc, r, first = 1, seen_event = 0;
+    memset(Y, 0, sizeof *Y);
+    rv->dict = NULL;
+    rv->n = 0;
+    memset(rv->slot, 0, sizeof rv->slot);
+    ws(s);
+    if (obj_begin(s)) return FAIL;
+    while ((r = obj_next(s, &first, &k, &kn, &kesc)) == 0) {
+        if (KEQ(k, kn, kesc, "Event")) {
+            if (seen_event++ || event_obj(s, Y, rv, sp)) return FAIL;
+        } else if (skip_value(s, 1)) {
+            return FAIL;
+        }
+    }
+    ws(s);
+    if (r == FAIL || s->p != s->end || !seen_event || !Y->seen_sys || !Y->have_eid ||
+        !Y->stime.set || Y->stime.isnull || Y->stime.esc)
+        return FAIL;
+    return time_ms(Y->stime.a, Y->stime.n, tms);
+}
+
+/* Provider: Name, else EventSourceName, else "" (`a or b or ""`) */
+static sval *provider(sysinfo *Y) {
+    if (Y->pname.set && !Y->pname.isnull && Y->pname.n > 0) return &Y->pname;
+    if (Y->pesn.set && !Y->pesn.isnull && Y->pesn.n > 0) return &Y->pesn;
+    return NULL;
+}
+
+/* records.from_evtx_json(orjson.loads(data)) for the common shape (the scan of
+ * scan_record), else None. The System keys come first, as from_evtx_json puts them. */
+static PyObject *flat_from_evtx_json(PyObject *self, PyObject *arg) {
+    if (!PyUnicode_CheckExact(arg)) Py_RETURN_NONE;
+    Py_ssize_t len;
+    const char *txt = PyUnicode_AsUTF8AndSize(arg, &len);
+    if (txt == NULL) { PyErr_Clear(); Py_RETURN_NONE; }   /* lone surrogates */
+    if (scratch_reserve(len)) return NULL;
+    char *sp = scratch;
+    scan S = {txt, txt + len, PyUnicode_IS_ASCII(arg)};
+    scan *s = &S;
+    sysinfo Y;
+    recview rv;
+    long long tms;
+    if (scan_record(s, &Y, &rv, &sp, &tms)) Py_RETURN_NONE;
+    sval *prov = provider(&Y);
+    PyObject *pv;
+    if (prov) pv = make_str(s, prov->a, prov->n, prov->esc);
+    else { pv = S_empty; Py_INCREF(pv); }
+    PyObject *rec = _PyDict_NewPresized(rv.n + 7);
+    if (rec == NULL) { Py_XDECREF(pv); return NULL; }
+    if (put(rec, K_eid, PyLong_FromLongLong(Y.eid)) || put(rec, K_time_ms, PyLong_FromLongLong(tms))
+        || put(rec, K_computer, sval_str(s, &Y.comp)) || put(rec, K_channel, sval_str(s, &Y.chan))
+        || put(rec, K_provider, pv) || put(rec, K_record, PyLong_FromLongLong(Y.rid))
+        || put(rec, K_user_sid, sval_str(s, &Y.uid)))
+        goto fail;
+    for (int i = 0; i < rv.n; i++) {
+        rv_entry *e = &rv.e[i];
+        PyObject *key = key_str(s, e->k, e->kn);
+        if (key == NULL) goto fail;
+        PyObject *v = e->ascii ? ascii_str(e->v, e->vn) : PyUnicode_DecodeUTF8(e->v, e->vn, NULL);
+        int r = put(rec, key, v);
+        Py_DECREF(key);
+        if (r) goto fail;
+    }
+    return rec;
+fail:
+    Py_DECREF(rec);
+    if (PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
+        PyErr_Clear();
+    }
+    Py_RETURN_NONE;
+}
+
 /* peek + flat_from_evtx_json + normalize in one pass, without the flat record */
 static PyObject *evtx_event(PyObject *self, PyObject *arg) {
     if (etable == NULL || !PyUnicode_CheckExact(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NONE;
@@ -1922,45 +1899,19 @@ static PyObject *evtx_event(PyObject *self, PyObject *arg) {
     long long pe = peek_c(t, len);
     if (pe < 0) Py_RETURN_NONE;
     if (pe >= MAX_EID || !consumed[pe]) return PyLong_FromLongLong(pe);
-    if (len > scratch_cap) {
-        char *nb = PyMem_Realloc(scratch, (size_t)len + 64);
-        if (nb == NULL) return PyErr_NoMemory();
-        scratch = nb;
-        scratch_cap = len + 64;
-    }
+    if (scratch_reserve(len)) return NULL;
     char *sp = scratch;
     scan S = {t, t + len, 1};
     scan *s = &S;
     sysinfo Y;
-    memset(&Y, 0, sizeof Y);
     recview rv;
-    rv.dict = NULL;
-    rv.n = 0;
-    memset(rv.slot, 0, sizeof rv.slot);
-    const char *k; Py_ssize_t kn; int kesc, r, first = 1, seen_event = 0;
-    /* the System keys first, as the flat record has them (EventData keys starting with '_'
-     * are left to the Python path, so nothing overrides them) */
-    ws(s);
-    if (obj_begin(s)) Py_RETURN_NONE;
-    while ((r = obj_next(s, &first, &k, &kn, &kesc)) == 0) {
-        if (KEQ(k, kn, kesc, "Event")) {
-            if (seen_event++ || event_obj_spans(s, &Y, &rv, &sp)) Py_RETURN_NONE;
-        } else if (skip_value(s, 1)) {
-            Py_RETURN_NONE;
-        }
-    }
-    ws(s);
-    if (r == FAIL || s->p != s->end || !seen_event || !Y.seen_sys || !Y.have_eid ||
-        !Y.stime.set || Y.stime.isnull || Y.stime.esc)
-        Py_RETURN_NONE;
     long long tms;
-    if (time_ms(Y.stime.a, Y.stime.n, &tms)) Py_RETURN_NONE;
+    if (scan_record(s, &Y, &rv, &sp, &tms)) Py_RETURN_NONE;
     if (Y.eid < 0 || Y.eid >= MAX_EID || !etable[Y.eid].used) Py_RETURN_NONE;
-    sval *prov = NULL;
-    if (Y.pname.set && !Y.pname.isnull && Y.pname.n > 0) prov = &Y.pname;
-    else if (Y.pesn.set && !Y.pesn.isnull && Y.pesn.n > 0) prov = &Y.pesn;
+    /* the flat record's System keys (EventData keys starting with '_' were left to the
+     * Python path, so nothing overrides them) */
     if (sys_put(s, &rv, K_computer, &Y.comp, &sp) || sys_put(s, &rv, K_channel, &Y.chan, &sp) ||
-        sys_put(s, &rv, K_provider, prov, &sp) || sys_put(s, &rv, K_user_sid, &Y.uid, &sp))
+        sys_put(s, &rv, K_provider, provider(&Y), &sp) || sys_put(s, &rv, K_user_sid, &Y.uid, &sp))
         Py_RETURN_NONE;
     espec *e = &etable[Y.eid];
     {

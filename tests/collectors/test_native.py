@@ -33,6 +33,7 @@ from stream.errors import ParseError
 from stream.schema import KEY_SOURCE
 
 from . import evtx_gen as g
+from .helpers import RecordingProducer
 
 SAMPLES = Path("/work/shared/samples")
 
@@ -500,38 +501,6 @@ def test_evtx_event_matches_the_per_record_path(tmp_path):
     assert 0.1 * n < answered < n
 
 
-class _Recording:
-    """A producer that keeps what the pipeline sends (the pipeline's logic is under test)."""
-    backpressure = False
-
-    class epochs:
-        @staticmethod
-        def lag_events() -> int:
-            return 0
-
-    def __init__(self):
-        self.batches, self.raw, self.epochs_closed = [], [], []
-
-    def send_batch(self, m):
-        self.batches.append(m)
-
-    def send_raw(self, topic, value, *, key=None, headers=None):
-        self.raw.append((topic, value))
-
-    def close_epoch(self, positions, n_read=0):
-        self.epochs_closed.append((dict(positions), n_read))
-        return 0
-
-    def service(self, t=0):
-        return None
-
-    def flush(self, t=0):
-        return True
-
-    def stats(self):
-        return {}
-
-
 def _mixed_evtx(tmp_path) -> str:
     """Generated Security events with records the C path declines in the middle of blocks
     (non-ASCII names), ids it does not consume, and enough records for several blocks."""
@@ -548,7 +517,7 @@ def _run_pipeline(path: str, blocks: bool, partitions: int = 3):
     from collectors.evtx_source import FileSource
     from collectors.pipeline import CollectorPipeline
     from stream.settings import TopicSettings
-    prod = _Recording()
+    prod = RecordingProducer()
     src = FileSource([path])
     pipe = CollectorPipeline(prod, TopicSettings(partitions=partitions), sources=[src],
                              batch_events=300, budget=700)

@@ -199,27 +199,9 @@ def test_a_record_the_normalizer_cannot_handle_is_dead_lettered_and_the_source_g
     from stream import dlq
     from stream.settings import TopicSettings
 
-    class Recording:
-        backpressure = False
+    from .helpers import RecordingProducer
 
-        class epochs:
-            @staticmethod
-            def lag_events() -> int:
-                return 0
-
-        def __init__(self):
-            self.batches, self.raw = [], []
-
-        def send_batch(self, m):
-            self.batches.append(m)
-
-        def send_raw(self, topic, value, *, key=None, headers=None):
-            self.raw.append((topic, value, dlq.parse_headers(headers)))
-
-        def close_epoch(self, positions, n_read=0):
-            return 0
-
-    prod = Recording()
+    prod = RecordingProducer()
     pipe = CollectorPipeline(prod, TopicSettings(partitions=1), sources=[], dual_key=False)
     from stream.errors import NormalizationError
 
