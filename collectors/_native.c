@@ -1,18 +1,24 @@
-/* collectors._native: the collector's hot path in C (optional; the Python code it mirrors is
- * the specification and the fallback).
+/* collectors._native: the collector's hot path in C (optional; the Python code each function
+ * mirrors is the specification and the fallback).
  *
- *   peek_event_id(data)          == evtx_source.peek_event_id (ASCII records; else None ->
- *                                   the caller uses the regex)
- *   flat_from_evtx_json(data)    == records.from_evtx_json(orjson.loads(data)) for the common
- *                                   shape of the ``evtx`` parser's JSON; None for anything
- *                                   else (the caller then takes the Python path, which also
- *                                   produces the exact error of a malformed record)
- *   build_columns(events, ...)   the column build of batcher.BatchBuilder.build; None when a
- *                                   value is not what the normalizer produces
+ *   peek_event_id(data)          evtx_source.peek_event_id_py (ASCII records; None -> the
+ *                                regex decides)
+ *   flat_from_evtx_json(data)    records.from_evtx_json(orjson.loads(data)) for the common
+ *                                shape of the evtx parser's JSON
+ *   set_table(table, ids)        the normalizer's table (normalize.native_table)
+ *   normalize(rec, eid, t, rid)  the compiled normalizer of normalize._gen_source, on a flat
+ *                                record (ASCII values; not the account-attribute ids)
+ *   evtx_event(data)             the three above in one pass over the JSON text, without the
+ *                                flat record: the event, or the id of a record not consumed
+ *   build_columns(events, lay)   batcher.BatchBuilder.build_python's columns
+ *   NativeBatcher                batcher.Batcher's Python path (routing, dual keying, columns
+ *                                appended per event); add_evtx(block) runs evtx_event and the
+ *                                batcher over a block of records
  *
- * "None = take the Python path" is the whole error model: this module never raises for bad
- * input and never decides what is an error. Equivalence with the Python path is tested over
- * fixtures, generated records and every sample file (tests/collectors/test_native.py).
+ * "None = take the Python path" is the whole error model: nothing here raises for bad input
+ * or decides what is an error; a record the C path declines takes the Python path, which
+ * gives the exact result or error. Equivalence with the Python path is tested on fixtures,
+ * generated and damaged records and every sample file (tests/collectors/test_native.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -8,7 +8,13 @@ collectors/test_native.py compares them on fixtures, generated records and every
 
 * ``peek_event_id``        -- :func:`collectors.evtx_source.peek_event_id_py`
 * ``flat_from_evtx_json``  -- ``records.from_evtx_json(orjson.loads(data))``
-* ``build_columns``        -- the column build of :meth:`collectors.batcher.BatchBuilder.build`
+* ``normalize``            -- the compiled functions of :mod:`collectors.normalize` (loaded
+  from ``EVENT_TABLE`` by ``normalize.native_table``)
+* ``evtx_event``           -- the three above in one pass, without the flat record
+* ``build_columns``        -- :meth:`collectors.batcher.BatchBuilder.build_python`
+* ``NativeBatcher``        -- :class:`collectors.batcher.Batcher` (``native=False``), and
+  ``add_evtx``: a block of EVTX records through ``evtx_event`` into the batches (the
+  pipeline's block path, :meth:`collectors.pipeline.CollectorPipeline._process_block`)
 
 ``ITDR_NATIVE=0`` in the environment turns the extension off (A/B measurements, or to rule it
 out when something looks wrong).
