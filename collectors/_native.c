@@ -1151,6 +1151,8 @@ static PyTypeObject NBatcherType = {
 #define SP_VALUE_DELETED 8    /* 5136: OperationType */
 #define SP_USER_SID 16        /* 7045: account_sid from the System UserID */
 #define SP_HAS_SRC_IP 32      /* the spec maps src_ip */
+#define SP_ACCOUNT_ATTRS 64   /* 4720/4722/4738/4741/4742: Normalizer._account_attrs */
+#define SP_SUBJECT_ANON 128   /* 4738/4742: SubjectUserSid S-1-5-7 */
 
 typedef struct { PyObject *name, *dom, *sid; } nspec;         /* keys (NULL = none) */
 typedef struct { PyObject *field, *key; int kind; } fspec;
@@ -1174,7 +1176,8 @@ static unsigned char consumed[MAX_EID]; /* normalize.NORMALIZED_EVENT_IDS */
 
 static PyObject *F_time_ms, *F_record_id, *F_event_id, *F_computer, *F_channel, *F_provider,
     *F_action, *F_protocol, *F_account, *F_account_domain, *F_account_sid, *F_target_account,
-    *F_target_sid, *F_src_ip, *F_service, *F_value, *F_flags, *F_extra, *R_user_sid,
+    *F_target_sid, *F_src_ip, *F_service, *F_value, *F_flags, *F_extra, *F_object,
+    *F_properties, *R_uac, *R_spn, *R_sam, *R_props[5], *R_user_sid,
     *R_subject_sid, *R_transmitted, *R_operation, *R_status, *R_authpkg, *R_logonproc,
     *P_kerberos, *P_ntlm, *P_negotiate;
 
@@ -1598,9 +1601,38 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
         Py_DECREF(o);
         if (r) { rc = -1; goto out; }
     }
+    if (sp->special & SP_ACCOUNT_ATTRS) {
+        /* value = UserAccountControl, service = ServicePrincipalNames, object =
+         * SamAccountName (lower), properties = "K=v;..." of the non-empty ones */
+        TRY(fs(rv, R_uac, &s1));
+        if (s1.n) TRY(put_span(ev, F_value, &s1, 0));
+        TRY(fs(rv, R_spn, &s1));
+        if (s1.n) TRY(put_span(ev, F_service, &s1, 0));
+        TRY(fs(rv, R_sam, &s1));
+        if (s1.n) TRY(put_span(ev, F_object, &s1, 1));
+        char pbuf[4096];
+        Py_ssize_t pn = 0;
+        for (int i = 0; i < 5; i++) {
+            TRY(fs(rv, R_props[i], &s1));
+            if (s1.n == 0) continue;
+            Py_ssize_t kl = PyUnicode_GET_LENGTH(R_props[i]);
+            if (pn + kl + s1.n + 2 > (Py_ssize_t)sizeof(pbuf)) { rc = DECLINE; goto out; }
+            if (pn) pbuf[pn++] = ';';
+            memcpy(pbuf + pn, PyUnicode_DATA(R_props[i]), (size_t)kl);
+            pn += kl;
+            pbuf[pn++] = '=';
+            memcpy(pbuf + pn, s1.p, (size_t)s1.n);
+            pn += s1.n;
+        }
+        if (pn) TRY(put_buf(ev, F_properties, pbuf, pn));
+    }
     if (sp->special & SP_NULL_SUBJECT) {
         TRY(fs(rv, R_subject_sid, &s1));
         if (ieq(s1.p, s1.n, "s-1-0-0")) flags |= 32;
+    }
+    if (sp->special & SP_SUBJECT_ANON) {
+        TRY(fs(rv, R_subject_sid, &s1));
+        if (ieq(s1.p, s1.n, "s-1-5-7")) flags |= 4;
     }
     if (sp->special & SP_VALUE_LOWER) {
         PyObject *v = PyDict_GetItemWithError(ev, F_value);
@@ -2157,7 +2189,11 @@ PyMODINIT_FUNC PyInit__native(void) {
     IK(F_account_domain, "account_domain") IK(F_account_sid, "account_sid")
     IK(F_target_account, "target_account") IK(F_target_sid, "target_sid")
     IK(F_src_ip, "src_ip") IK(F_service, "service") IK(F_value, "value") IK(F_flags, "flags")
-    IK(F_extra, "extra") IK(R_user_sid, "_user_sid") IK(R_subject_sid, "SubjectUserSid")
+    IK(F_extra, "extra") IK(F_object, "object") IK(F_properties, "properties")
+    IK(R_uac, "UserAccountControl") IK(R_spn, "ServicePrincipalNames") IK(R_sam, "SamAccountName")
+    IK(R_props[0], "SidHistory") IK(R_props[1], "AllowedToDelegateTo")
+    IK(R_props[2], "PasswordLastSet") IK(R_props[3], "UserPrincipalName")
+    IK(R_props[4], "DnsHostName") IK(R_user_sid, "_user_sid") IK(R_subject_sid, "SubjectUserSid")
     IK(R_transmitted, "TransmittedServices") IK(R_operation, "OperationType")
     IK(R_status, "Status") IK(R_authpkg, "AuthenticationPackageName")
     IK(R_logonproc, "LogonProcessName") IK(P_kerberos, "kerberos") IK(P_ntlm, "ntlm")

@@ -729,19 +729,19 @@ _COMPILED: dict[int, Callable[[dict, int, int, int], dict]] = {
 # Field kinds, special steps and failure kinds as _native.c numbers them.
 _FK = {"src_ip": 1, "src_host": 2, "target_host": 2, "group": 3, "member": 3}
 _SP_NULL_SUBJECT, _SP_VALUE_LOWER, _SP_TGS, _SP_VALUE_DELETED, _SP_USER_SID, \
-    _SP_HAS_SRC_IP = 1, 2, 4, 8, 16, 32
+    _SP_HAS_SRC_IP, _SP_ACCOUNT_ATTRS, _SP_SUBJECT_ANON = 1, 2, 4, 8, 16, 32, 64, 128
 
 
 def native_table() -> dict[int, tuple]:
     """:data:`EVENT_TABLE` in the form ``_native.set_table`` takes. Ids whose steps the C
-    side does not model (the account-attribute folding of 4720/4722/4738/4741/4742, a
-    protocol or failure rule other than the ones below) are left out: they keep their Python
-    function. Every step here mirrors one of :func:`_gen_source`."""
+    side does not model (a protocol or failure rule other than the ones below) would be left
+    out and keep their Python function; today every id is modelled. Every step here mirrors
+    one of :func:`_gen_source`."""
     out = {}
     for eid, spec in EVENT_TABLE.items():
         proto = spec.get("protocol", "")
         fail = spec.get("failure")
-        if eid in _ACCOUNT_ATTR_IDS or (callable(proto) and proto is not _proto_auth) or \
+        if (callable(proto) and proto is not _proto_auth) or \
                 fail not in (None, _always, _status_fail):
             continue
         fields = spec.get("fields", {})
@@ -750,7 +750,9 @@ def native_table() -> dict[int, tuple]:
                    | (_SP_TGS if eid == 4769 else 0)
                    | (_SP_VALUE_DELETED if eid == 5136 else 0)
                    | (_SP_USER_SID if eid == 7045 and not spec.get("account") else 0)
-                   | (_SP_HAS_SRC_IP if "src_ip" in fields else 0))
+                   | (_SP_HAS_SRC_IP if "src_ip" in fields else 0)
+                   | (_SP_ACCOUNT_ATTRS if eid in _ACCOUNT_ATTR_IDS else 0)
+                   | (_SP_SUBJECT_ANON if eid in (4742, 4738) else 0))
         out[eid] = (
             spec["action"], None if callable(proto) else proto,
             spec.get("account") or None, spec.get("target") or None,
