@@ -17,7 +17,8 @@ collectors/test_native.py compares them on fixtures, generated records and every
   pipeline's block path, :meth:`collectors.pipeline.CollectorPipeline._process_block`)
 
 ``ITDR_NATIVE=0`` in the environment turns the extension off (A/B measurements, or to rule it
-out when something looks wrong).
+out when something looks wrong); ``ITDR_NATIVE_PATH=FILE`` loads another build of it (the
+sanitizer test).
 """
 
 from __future__ import annotations
@@ -29,10 +30,25 @@ log = logging.getLogger(__name__)
 
 _OFF = os.environ.get("ITDR_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 
+def _load():
+    path = os.environ.get("ITDR_NATIVE_PATH")
+    if not path:
+        from . import _native  # type: ignore[attr-defined]
+        return _native
+    # another build of the extension (the sanitizer test: tests/collectors/test_native_asan.py)
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.ExtensionFileLoader("collectors._native", path)
+    spec = importlib.util.spec_from_file_location("collectors._native", path, loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
 try:
     if _OFF:
         raise ImportError("ITDR_NATIVE=0")
-    from . import _native as ext  # type: ignore[attr-defined]
+    ext = _load()
 except ImportError as e:  # no compiler at install time, or turned off
     ext = None
     if not _OFF:
