@@ -737,6 +737,8 @@ typedef struct {
     uint32_t *sc;             /* [n_str][cap] */
     PyObject *intern, *table, *events;
     int tainted;
+    Py_ssize_t count;         /* events in the batch (rows appended directly included) */
+    Py_ssize_t n_direct;      /* rows appended without an event dict (colbuf_append_row) */
     long long last_seq;
 } colbuf;
 
@@ -757,6 +759,8 @@ static int colbuf_fresh(colbuf *b) {        /* empty table/list objects for a ne
     Py_CLEAR(b->events);
     b->n = 0;
     b->tainted = 0;
+    b->count = 0;
+    b->n_direct = 0;
     b->intern = PyDict_New();
     b->table = PyList_New(0);
     b->events = PyList_New(0);
@@ -790,11 +794,43 @@ static int colbuf_grow(colbuf *b, layout_t *L) {
     return 0;
 }
 
+/* the batch's table index of a non-empty str (added at the end when new) */
+static int intern(colbuf *b, PyObject *v, uint32_t *out) {
+    PyObject *ix = PyDict_GetItemWithError(b->intern, v);
+    if (ix != NULL) {
+        *out = (uint32_t)PyLong_AsUnsignedLong(ix);
+        return 0;
+    }
+    if (PyErr_Occurred()) return -1;
+    Py_ssize_t t = PyList_GET_SIZE(b->table);
+    PyObject *io = PyLong_FromSsize_t(t);
+    if (io == NULL) return -1;
+    int rr = PyDict_SetItem(b->intern, v, io);
+    Py_DECREF(io);
+    if (rr || PyList_Append(b->table, v)) return -1;
+    *out = (uint32_t)t;
+    return 0;
+}
+
+static int taint(colbuf *b) {
+    if (b->n_direct) {
+        /* rows appended straight from records have no event dict for the Python build;
+         * events of the normalizer never come here (tests: test_native.py) */
+        PyErr_SetString(PyExc_ValueError, "an event with a value the wire columns cannot hold "
+                        "(a float, an out-of-range int, a non-str string) in a batch built "
+                        "from EVTX records in C: normalize events before batching them");
+        return -1;
+    }
+    b->tainted = 1;
+    return 0;
+}
+
 static int colbuf_append(colbuf *b, layout_t *L, PyObject *ev) {
     if (b->events == NULL && colbuf_fresh(b)) return -1;
     if (PyList_Append(b->events, ev)) return -1;
+    b->count++;
     if (b->tainted) return 0;
-    if (!PyDict_CheckExact(ev)) { b->tainted = 1; return 0; }
+    if (!PyDict_CheckExact(ev)) return taint(b);
     if (b->n == b->cap && colbuf_grow(b, L)) return -1;
     Py_ssize_t i = b->n, cap = b->cap;
     for (Py_ssize_t j = 0; j < L->k; j++) b->num[j * cap + i] = L->dflt[j];
@@ -807,34 +843,77 @@ static int colbuf_append(colbuf *b, layout_t *L, PyObject *ev) {
         if (col == -2) return -1;
         if (col < L->k) {
             if (v == Py_None) continue;
-            if (!PyLong_Check(v)) { b->tainted = 1; return 0; }
+            if (!PyLong_Check(v)) return taint(b);
             int of = 0;
             long long x = PyLong_AsLongLongAndOverflow(v, &of);
-            if (of || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); b->tainted = 1; return 0; }
-            if (x < L->lo[col] || x > L->hi[col]) { b->tainted = 1; return 0; }
+            if (of || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return taint(b); }
+            if (x < L->lo[col] || x > L->hi[col]) return taint(b);
             b->num[col * cap + i] = x;
         } else {
             if (v == Py_None) continue;
-            if (!PyUnicode_CheckExact(v)) { b->tainted = 1; return 0; }
+            if (!PyUnicode_CheckExact(v)) return taint(b);
             if (PyUnicode_GET_LENGTH(v) == 0) continue;
-            PyObject *ix = PyDict_GetItemWithError(b->intern, v);
-            uint32_t idx;
-            if (ix != NULL) {
-                idx = (uint32_t)PyLong_AsUnsignedLong(ix);
-            } else {
-                if (PyErr_Occurred()) return -1;
-                Py_ssize_t t = PyList_GET_SIZE(b->table);
-                PyObject *io = PyLong_FromSsize_t(t);
-                if (io == NULL) return -1;
-                int rr = PyDict_SetItem(b->intern, v, io);
-                Py_DECREF(io);
-                if (rr || PyList_Append(b->table, v)) return -1;
-                idx = (uint32_t)t;
-            }
-            b->sc[(col - L->k) * cap + i] = idx;
+            if (intern(b, v, &b->sc[(col - L->k) * cap + i])) return -1;
         }
     }
     b->n++;
+    return 0;
+}
+
+/* a row of a record straight from C (sink_t below): values the C normalizer produced */
+typedef struct {
+    PyObject *dict;             /* the event dict, or NULL: the row */
+    layout_t *L;
+    long long num[MAXK];
+    PyObject *str[96];          /* owned; NULL = empty */
+} sink_t;
+
+/* what the event holds under f (borrowed; NULL: nothing, or an error in dict mode) */
+static PyObject *sink_get(sink_t *k, PyObject *f) {
+    if (k->dict != NULL) return PyDict_GetItemWithError(k->dict, f);
+    int col = layout_col(k->L, f);
+    if (col < k->L->k) return NULL;
+    return k->str[col - k->L->k];
+}
+
+static void sink_row(sink_t *k, layout_t *L) {
+    k->dict = NULL;
+    k->L = L;
+    for (Py_ssize_t j = 0; j < L->k; j++) k->num[j] = L->dflt[j];
+    for (Py_ssize_t j = 0; j < L->n_str; j++) k->str[j] = NULL;
+}
+
+static void sink_clear(sink_t *k) {
+    if (k->dict == NULL)
+        for (Py_ssize_t j = 0; j < k->L->n_str; j++) Py_CLEAR(k->str[j]);
+}
+
+static int colbuf_append_row(colbuf *b, layout_t *L, sink_t *row) {
+    if (b->events == NULL && colbuf_fresh(b)) return -1;
+    if (b->tainted) {
+        PyErr_SetString(PyExc_ValueError, "a batch holding an event only the Python build "
+                        "takes cannot take rows built in C");
+        return -1;
+    }
+    if (b->n == b->cap && colbuf_grow(b, L)) return -1;
+    Py_ssize_t i = b->n, cap = b->cap;
+    for (Py_ssize_t j = 0; j < L->k; j++) {
+        long long x = row->num[j];
+        if (x < L->lo[j] || x > L->hi[j]) {
+            PyErr_SetString(PyExc_ValueError, "a row value out of its column's range");
+            return -1;
+        }
+        b->num[j * cap + i] = x;
+    }
+    for (Py_ssize_t j = 0; j < L->n_str; j++) {
+        PyObject *v = row->str[j];
+        b->sc[j * cap + i] = 0;
+        if (v != NULL && PyUnicode_GET_LENGTH(v) && intern(b, v, &b->sc[j * cap + i]))
+            return -1;
+    }
+    b->n++;
+    b->count++;
+    b->n_direct++;
     return 0;
 }
 
@@ -923,6 +1002,7 @@ typedef struct {
     Py_ssize_t partitions, max_events, pending;
     int dual_key;
     PyObject *source_ids, *key_hash, *hcache;
+    unsigned char src_bits[8192];  /* source_ids below 65536 as a bitmap (the row path) */
     layout_t L;
     colbuf *bufs;                 /* [2 * partitions]: by account, then by source */
 } NBatcher;
@@ -964,6 +1044,17 @@ static int nb_init(NBatcher *self, PyObject *args, PyObject *kw) {
     self->dual_key = dual;
     Py_INCREF(src);
     self->source_ids = src;
+    memset(self->src_bits, 0, sizeof self->src_bits);
+    PyObject *it = PyObject_GetIter(src), *x;
+    if (it == NULL) return -1;
+    while ((x = PyIter_Next(it)) != NULL) {
+        long v = PyLong_Check(x) ? PyLong_AsLong(x) : -1;
+        Py_DECREF(x);
+        if (v == -1 && PyErr_Occurred()) PyErr_Clear();
+        if (v >= 0 && v < 65536) self->src_bits[v >> 3] |= (unsigned char)(1 << (v & 7));
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return -1;
     Py_INCREF(kh);
     self->key_hash = kh;
     return 0;
@@ -1002,7 +1093,7 @@ static Py_ssize_t nb_part(NBatcher *self, PyObject *s) {
 
 static PyObject *nb_emit(NBatcher *self, Py_ssize_t kind, Py_ssize_t p) {
     colbuf *b = &self->bufs[kind * self->partitions + p];
-    Py_ssize_t n = b->events ? PyList_GET_SIZE(b->events) : 0;
+    Py_ssize_t n = b->events ? b->count : 0;
     long long last = b->last_seq;
     PyObject *payload = colbuf_finish(b, &self->L);
     if (payload == NULL) return NULL;
@@ -1012,13 +1103,14 @@ static PyObject *nb_emit(NBatcher *self, Py_ssize_t kind, Py_ssize_t p) {
     return r;
 }
 
-static int nb_put(NBatcher *self, Py_ssize_t kind, Py_ssize_t p, PyObject *ev, long long seq,
-                  PyObject **out) {
+static int nb_put(NBatcher *self, Py_ssize_t kind, Py_ssize_t p, PyObject *ev, sink_t *row,
+                  long long seq, PyObject **out) {
     colbuf *b = &self->bufs[kind * self->partitions + p];
-    if (colbuf_append(b, &self->L, ev)) return -1;
+    if (ev != NULL ? colbuf_append(b, &self->L, ev) : colbuf_append_row(b, &self->L, row))
+        return -1;
     b->last_seq = seq;
     self->pending++;
-    if (PyList_GET_SIZE(b->events) >= self->max_events) {
+    if (b->count >= self->max_events) {
         PyObject *m = nb_emit(self, kind, p);
         if (m == NULL) return -1;
         if (*out == NULL && (*out = PyList_New(0)) == NULL) { Py_DECREF(m); return -1; }
@@ -1036,7 +1128,7 @@ static int nb_add_core(NBatcher *self, PyObject *ev, long long seq, PyObject **o
     PyObject *k = truthy(acc) ? acc : (comp != NULL && comp != Py_None) ? comp : S_empty;
     if (PyErr_Occurred()) return -1;
     Py_ssize_t p = nb_part(self, k);
-    if (p < 0 || nb_put(self, 0, p, ev, seq, out)) return -1;
+    if (p < 0 || nb_put(self, 0, p, ev, NULL, seq, out)) return -1;
     if (self->dual_key) {
         PyObject *ip = dget(ev, S_src_ip), *host = dget(ev, S_src_host);
         int dual = truthy(ip) || truthy(host);
@@ -1054,7 +1146,33 @@ static int nb_add_core(NBatcher *self, PyObject *ev, long long seq, PyObject **o
             PyObject *sk = truthy(ip) ? ip : truthy(host) ? host
                            : (comp != NULL && comp != Py_None) ? comp : S_empty;
             Py_ssize_t ps = nb_part(self, sk);
-            if (ps < 0 || nb_put(self, 1, ps, ev, seq, out)) return -1;
+            if (ps < 0 || nb_put(self, 1, ps, ev, NULL, seq, out)) return -1;
+        }
+    }
+    return 0;
+}
+
+/* nb_add_core for a row of the C path (its strings are str or NULL, its ints in range) */
+static inline PyObject *row_str(sink_t *row, PyObject *f) {
+    PyObject *v = sink_get(row, f);
+    return (v != NULL && PyUnicode_GET_LENGTH(v)) ? v : NULL;
+}
+
+static int nb_add_row(NBatcher *self, sink_t *row, long long seq, PyObject **out) {
+    PyObject *acc = row_str(row, S_account), *comp = row_str(row, S_computer);
+    Py_ssize_t p = nb_part(self, acc ? acc : comp ? comp : S_empty);
+    if (p < 0 || nb_put(self, 0, p, NULL, row, seq, out)) return -1;
+    if (self->dual_key) {
+        PyObject *ip = row_str(row, S_src_ip), *host = row_str(row, S_src_host);
+        int dual = ip != NULL || host != NULL;
+        if (!dual) {
+            int col = layout_col(&self->L, S_event_id);
+            long long e = (col >= 0 && col < self->L.k) ? row->num[col] : -1;
+            dual = e >= 0 && e < 65536 && (self->src_bits[e >> 3] >> (e & 7)) & 1;
+        }
+        if (dual) {
+            Py_ssize_t ps = nb_part(self, ip ? ip : host ? host : comp ? comp : S_empty);
+            if (ps < 0 || nb_put(self, 1, ps, NULL, row, seq, out)) return -1;
         }
     }
     return 0;
@@ -1089,7 +1207,7 @@ static PyObject *nb_flush(NBatcher *self, PyObject *unused) {
     for (Py_ssize_t kind = 0; kind < 2; kind++)
         for (Py_ssize_t p = 0; p < self->partitions; p++) {
             colbuf *b = &self->bufs[kind * self->partitions + p];
-            if (b->events == NULL || PyList_GET_SIZE(b->events) == 0) continue;
+            if (b->events == NULL || b->count == 0) continue;
             PyObject *m = nb_emit(self, kind, p);
             if (m == NULL || PyList_Append(out, m)) { Py_XDECREF(m); Py_DECREF(out); return NULL; }
             Py_DECREF(m);
@@ -1334,13 +1452,6 @@ static PyObject *span_str(const span *s, int cmap) {
     return ascii_str(d, s->n);
 }
 
-static int put_span(PyObject *ev, PyObject *f, const span *s, int cmap) {
-    PyObject *v = span_str(s, cmap);
-    if (v == NULL) return -1;
-    int r = PyDict_SetItem(ev, f, v);
-    Py_DECREF(v);
-    return r;
-}
 
 /* normalize.norm_account(name, domain, computer) on stripped ASCII spans; the result is
  * written to buf (lower case), its length returned */
@@ -1384,13 +1495,6 @@ static Py_ssize_t norm_account_c(const span *name, const span *dom, const char *
     return o;
 }
 
-static int put_buf(PyObject *ev, PyObject *f, const char *b, Py_ssize_t n) {
-    PyObject *v = n ? ascii_str(b, n) : (Py_INCREF(S_empty), S_empty);
-    if (v == NULL) return -1;
-    int r = PyDict_SetItem(ev, f, v);
-    Py_DECREF(v);
-    return r;
-}
 
 /* normalize._pint on an ASCII span: (value, ok); big values are reduced mod 2^64 with an
  * overflow flag (enough for `& 0xFFFFFFFF` and for the int32 range check) */
@@ -1463,12 +1567,62 @@ static Py_ssize_t json_str(char *buf, Py_ssize_t o, Py_ssize_t cap, const char *
 
 /* the event of one record (normalize._gen_source's function for its id), 0 with *out set,
  * DECLINE, or -1 on error; eid/tms/rid are the ints the event carries */
-static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms_o,
-                          PyObject *rid_o, PyObject **out) {
+/* the sink's ops: the event dict (normalize, evtx_event), or a row of columns
+ * (NativeBatcher.add_evtx: no dict) */
+static int sink_obj(sink_t *k, PyObject *f, PyObject *v) {      /* v borrowed */
+    if (k->dict != NULL) return PyDict_SetItem(k->dict, f, v) ? -1 : 0;
+    int col = layout_col(k->L, f);
+    if (col == -2) return -1;
+    if (col < 0) return 0;                      /* not a column: the build ignores it */
+    if (col < k->L->k) {
+        long long x = PyLong_AsLongLong(v);
+        if (x == -1 && PyErr_Occurred()) return -1;
+        k->num[col] = x;
+        return 0;
+    }
+    Py_INCREF(v);
+    Py_XSETREF(k->str[col - k->L->k], v);
+    return 0;
+}
+
+static int sink_int(sink_t *k, PyObject *f, long long x) {
+    if (k->dict != NULL) {
+        PyObject *o = PyLong_FromLongLong(x);
+        if (o == NULL) return -1;
+        int r = PyDict_SetItem(k->dict, f, o);
+        Py_DECREF(o);
+        return r ? -1 : 0;
+    }
+    int col = layout_col(k->L, f);
+    if (col == -2) return -1;
+    if (col >= 0 && col < k->L->k) k->num[col] = x;
+    return 0;
+}
+
+static int sink_span(sink_t *k, PyObject *f, const span *sp, int cmap) {
+    PyObject *v = span_str(sp, cmap);
+    if (v == NULL) return -1;
+    int r = sink_obj(k, f, v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int sink_buf(sink_t *k, PyObject *f, const char *b, Py_ssize_t n) {
+    PyObject *v = ascii_str(b, n);
+    if (v == NULL) return -1;
+    int r = sink_obj(k, f, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* the event of one record (normalize._gen_source's function for its id) into the sink: 0,
+ * DECLINE, or -1 on error */
+static int normalize_core(recview *rv, espec *sp, sink_t *ev, long long eid, long long tms,
+                          long long rid) {
     span comp, s1, s2, s3;
     char nbuf[1024], cbuf[512];
     int rc, present;
-    PyObject *ev = NULL, *ch = NULL, *pv = NULL, *chs = NULL;
+    PyObject *ch = NULL, *pv = NULL, *chs = NULL;
     const char *rp;
     Py_ssize_t rn;
 #define TRY(x) do { rc = (x); if (rc) goto out; } while (0)
@@ -1503,17 +1657,15 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
         if (pv == NULL) return -1;
     }
 
-    ev = _PyDict_NewPresized(24);
-    if (ev == NULL) { rc = -1; goto out; }
-    TRY(PyDict_SetItem(ev, F_time_ms, tms_o) ? -1 : 0);
-    TRY(PyDict_SetItem(ev, F_record_id, rid_o) ? -1 : 0);
-    TRY(PyDict_SetItem(ev, F_event_id, eid_o) ? -1 : 0);
-    TRY(put_buf(ev, F_computer, cbuf, cn));
-    TRY(put_span(ev, F_channel, &chan, 1));
-    TRY(PyDict_SetItem(ev, F_provider, pv != NULL ? pv : S_empty) ? -1 : 0);
-    TRY(PyDict_SetItem(ev, F_action, sp->action) ? -1 : 0);
+    TRY(sink_int(ev, F_time_ms, tms));
+    TRY(sink_int(ev, F_record_id, rid));
+    TRY(sink_int(ev, F_event_id, eid));
+    TRY(sink_buf(ev, F_computer, cbuf, cn));
+    TRY(sink_span(ev, F_channel, &chan, 1));
+    TRY(sink_obj(ev, F_provider, pv != NULL ? pv : S_empty));
+    TRY(sink_obj(ev, F_action, sp->action));
     if (sp->proto != NULL) {
-        TRY(PyDict_SetItem(ev, F_protocol, sp->proto) ? -1 : 0);
+        TRY(sink_obj(ev, F_protocol, sp->proto));
     } else {                                    /* _proto_auth */
         TRY(fs(rv, R_authpkg, &s1));
         if (s1.n == 0) TRY(fs(rv, R_logonproc, &s1));
@@ -1521,20 +1673,20 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
         if (contains(s1.p, s1.n, "kerberos")) pr = P_kerberos;
         else if (contains(s1.p, s1.n, "ntlm")) pr = P_ntlm;
         else if (contains(s1.p, s1.n, "negotiate")) pr = P_negotiate;
-        if (pr != NULL) TRY(PyDict_SetItem(ev, F_protocol, pr) ? -1 : 0);
-        else { s1.obj = s1.obj; TRY(put_span(ev, F_protocol, &s1, 1)); }
+        if (pr != NULL) TRY(sink_obj(ev, F_protocol, pr));
+        else TRY(sink_span(ev, F_protocol, &s1, 1));
     }
     long flags = 0;
     if (sp->has_acc) {
         TRY(fs(rv, sp->acc.name, &s1));
         TRY(fs(rv, sp->acc.dom, &s2));
         if (s1.n + s2.n + cn + 2 > (Py_ssize_t)sizeof(nbuf)) { rc = DECLINE; goto out; }
-        TRY(put_buf(ev, F_account, nbuf, norm_account_c(&s1, &s2, cbuf, cn, nbuf)));
-        if (sp->acc.dom) TRY(put_span(ev, F_account_domain, &s2, 0));
+        TRY(sink_buf(ev, F_account, nbuf, norm_account_c(&s1, &s2, cbuf, cn, nbuf)));
+        if (sp->acc.dom) TRY(sink_span(ev, F_account_domain, &s2, 0));
         int anon_sid = 0;
         if (sp->acc.sid) {
             TRY(fs(rv, sp->acc.sid, &s3));
-            TRY(put_span(ev, F_account_sid, &s3, 2));
+            TRY(sink_span(ev, F_account_sid, &s3, 2));
             anon_sid = ieq(s3.p, s3.n, "s-1-5-7");
         }
         if (s1.n && s1.p[s1.n - 1] == '$') flags |= 1;                       /* machine */
@@ -1542,16 +1694,16 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
             flags |= 4;                                                       /* anonymous */
     } else if (sp->special & SP_USER_SID) {
         TRY(fs(rv, K_user_sid, &s3));
-        TRY(put_span(ev, F_account_sid, &s3, 2));
+        TRY(sink_span(ev, F_account_sid, &s3, 2));
     }
     if (sp->has_tgt) {
         TRY(fs(rv, sp->tgt.name, &s1));
         TRY(fs(rv, sp->tgt.dom, &s2));
         if (s1.n + s2.n + cn + 2 > (Py_ssize_t)sizeof(nbuf)) { rc = DECLINE; goto out; }
-        TRY(put_buf(ev, F_target_account, nbuf, norm_account_c(&s1, &s2, cbuf, cn, nbuf)));
+        TRY(sink_buf(ev, F_target_account, nbuf, norm_account_c(&s1, &s2, cbuf, cn, nbuf)));
         if (sp->tgt.sid) {
             TRY(fs(rv, sp->tgt.sid, &s3));
-            TRY(put_span(ev, F_target_sid, &s3, 2));
+            TRY(sink_span(ev, F_target_sid, &s3, 2));
         }
         if (s1.n && s1.p[s1.n - 1] == '$') flags |= 8;                       /* target machine */
     }
@@ -1563,17 +1715,17 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
             if (s1.n >= 7 && ieq(s1.p, 7, "::ffff:")) {
                 s1.p += 7; s1.n -= 7; s1.obj = NULL;
                 if (s1.n == 0) {                        /* "::ffff:" -> "" is still set */
-                    TRY(PyDict_SetItem(ev, f->field, S_empty) ? -1 : 0);
+                    TRY(sink_obj(ev, f->field, S_empty));
                     continue;
                 }
             }
-            TRY(put_span(ev, f->field, &s1, 1));
+            TRY(sink_span(ev, f->field, &s1, 1));
         } else if (f->kind == FK_HOST) {
             while (s1.n && s1.p[0] == '\\') { s1.p++; s1.n--; s1.obj = NULL; }
-            if (s1.n == 0) { TRY(PyDict_SetItem(ev, f->field, S_empty) ? -1 : 0); continue; }
-            TRY(put_span(ev, f->field, &s1, 1));
+            if (s1.n == 0) { TRY(sink_obj(ev, f->field, S_empty)); continue; }
+            TRY(sink_span(ev, f->field, &s1, 1));
         } else {
-            TRY(put_span(ev, f->field, &s1, f->kind == FK_LOWER ? 1 : 0));
+            TRY(sink_span(ev, f->field, &s1, f->kind == FK_LOWER ? 1 : 0));
         }
     }
     for (int i = 0; i < sp->n_ints; i++) {
@@ -1595,21 +1747,17 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
                 }
             }
         }
-        PyObject *o = PyLong_FromLongLong(val);
-        if (o == NULL) { rc = -1; goto out; }
-        int r = PyDict_SetItem(ev, f->field, o);
-        Py_DECREF(o);
-        if (r) { rc = -1; goto out; }
+        TRY(sink_int(ev, f->field, val));
     }
     if (sp->special & SP_ACCOUNT_ATTRS) {
         /* value = UserAccountControl, service = ServicePrincipalNames, object =
          * SamAccountName (lower), properties = "K=v;..." of the non-empty ones */
         TRY(fs(rv, R_uac, &s1));
-        if (s1.n) TRY(put_span(ev, F_value, &s1, 0));
+        if (s1.n) TRY(sink_span(ev, F_value, &s1, 0));
         TRY(fs(rv, R_spn, &s1));
-        if (s1.n) TRY(put_span(ev, F_service, &s1, 0));
+        if (s1.n) TRY(sink_span(ev, F_service, &s1, 0));
         TRY(fs(rv, R_sam, &s1));
-        if (s1.n) TRY(put_span(ev, F_object, &s1, 1));
+        if (s1.n) TRY(sink_span(ev, F_object, &s1, 1));
         char pbuf[4096];
         Py_ssize_t pn = 0;
         for (int i = 0; i < 5; i++) {
@@ -1624,7 +1772,7 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
             memcpy(pbuf + pn, s1.p, (size_t)s1.n);
             pn += s1.n;
         }
-        if (pn) TRY(put_buf(ev, F_properties, pbuf, pn));
+        if (pn) TRY(sink_buf(ev, F_properties, pbuf, pn));
     }
     if (sp->special & SP_NULL_SUBJECT) {
         TRY(fs(rv, R_subject_sid, &s1));
@@ -1635,17 +1783,17 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
         if (ieq(s1.p, s1.n, "s-1-5-7")) flags |= 4;
     }
     if (sp->special & SP_VALUE_LOWER) {
-        PyObject *v = PyDict_GetItemWithError(ev, F_value);
+        PyObject *v = sink_get(ev, F_value);
         if (v == NULL) {
             if (PyErr_Occurred()) { rc = -1; goto out; }
-            TRY(PyDict_SetItem(ev, F_value, S_empty) ? -1 : 0);
+            TRY(sink_obj(ev, F_value, S_empty));
         } else {
             span s = {PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v), v};
-            TRY(put_span(ev, F_value, &s, 1));
+            TRY(sink_span(ev, F_value, &s, 1));
         }
     }
     if (sp->special & SP_TGS) {
-        PyObject *v = PyDict_GetItemWithError(ev, F_service);
+        PyObject *v = sink_get(ev, F_service);
         if (v == NULL && PyErr_Occurred()) { rc = -1; goto out; }
         if (v != NULL && PyUnicode_GET_LENGTH(v) &&
             ((const char *)PyUnicode_DATA(v))[PyUnicode_GET_LENGTH(v) - 1] == '$')
@@ -1669,7 +1817,7 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
         }
     }
     if (sp->special & SP_HAS_SRC_IP) {
-        PyObject *v = PyDict_GetItemWithError(ev, F_src_ip);
+        PyObject *v = sink_get(ev, F_src_ip);
         if (v == NULL && PyErr_Occurred()) { rc = -1; goto out; }
         const char *ip = v ? (const char *)PyUnicode_DATA(v) : "";
         Py_ssize_t ipn = v ? PyUnicode_GET_LENGTH(v) : 0;
@@ -1678,16 +1826,10 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
         if (ipn == 0 || loop4 || loop6 || (ipn == 9 && memcmp(ip, "localhost", 9) == 0) ||
             (ipn >= 4 && memcmp(ip, "127.", 4) == 0)) {
             flags |= 16;
-            if (loop4 || loop6) TRY(PyDict_SetItem(ev, F_src_ip, S_empty) ? -1 : 0);
+            if (loop4 || loop6) TRY(sink_obj(ev, F_src_ip, S_empty));
         }
     }
-    {
-        PyObject *o = PyLong_FromLong(flags);
-        if (o == NULL) { rc = -1; goto out; }
-        int r = PyDict_SetItem(ev, F_flags, o);
-        Py_DECREF(o);
-        if (r) { rc = -1; goto out; }
-    }
+    TRY(sink_int(ev, F_flags, flags));
     if (sp->n_extra) {
         char xbuf[8192];
         Py_ssize_t o = 0;
@@ -1706,15 +1848,13 @@ static int normalize_core(recview *rv, espec *sp, PyObject *eid_o, PyObject *tms
             if (o < 0) { rc = DECLINE; goto out; }
         }
         xbuf[o++] = '}';
-        if (any) TRY(put_buf(ev, F_extra, xbuf, o > 4000 ? 4000 : o));
+        if (any) TRY(sink_buf(ev, F_extra, xbuf, o > 4000 ? 4000 : o));
     }
     Py_XDECREF(pv);
-    *out = ev;
     return 0;
 out:
 #undef TRY
     Py_XDECREF(pv);
-    Py_XDECREF(ev);
     return rc;
 }
 
@@ -1728,12 +1868,17 @@ static PyObject *normalize_c(PyObject *self, PyObject *const *args, Py_ssize_t n
     long eid = PyLong_AsLong(args[1]);
     if (eid == -1 && PyErr_Occurred()) { PyErr_Clear(); Py_RETURN_NONE; }
     if (eid < 0 || eid >= MAX_EID || !etable[eid].used) Py_RETURN_NONE;
+    long long tms = PyLong_AsLongLong(args[2]), rid = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred()) { PyErr_Clear(); Py_RETURN_NONE; }
     recview rv;
     rv.dict = rec;
     rv.n = 0;
-    PyObject *ev = NULL;
-    int rc = normalize_core(&rv, &etable[eid], args[1], args[2], args[3], &ev);
-    if (rc == 0) return ev;
+    sink_t ev;
+    ev.dict = _PyDict_NewPresized(24);
+    if (ev.dict == NULL) return NULL;
+    int rc = normalize_core(&rv, &etable[eid], &ev, eid, tms, rid);
+    if (rc == 0) return ev.dict;
+    Py_DECREF(ev.dict);
     if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
     PyErr_Clear();
     Py_RETURN_NONE;
@@ -1929,47 +2074,63 @@ fail:
     Py_RETURN_NONE;
 }
 
-/* peek + flat_from_evtx_json + normalize in one pass, without the flat record */
-static PyObject *evtx_event(PyObject *self, PyObject *arg) {
-    if (etable == NULL || !PyUnicode_CheckExact(arg) || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NONE;
+/* peek + flat_from_evtx_json + normalize in one pass, without the flat record, into the
+ * sink: 0 (an event), 1 (*eid: an id the product does not consume), DECLINE_REC (the
+ * Python path decides), -1 (error) */
+#define DECLINE_REC 2
+static int evtx_record(PyObject *arg, sink_t *sk, long long *eid) {
+    if (etable == NULL || !PyUnicode_CheckExact(arg) || !PyUnicode_IS_ASCII(arg))
+        return DECLINE_REC;
     const char *t = (const char *)PyUnicode_DATA(arg);
     Py_ssize_t len = PyUnicode_GET_LENGTH(arg);
     long long pe = peek_c(t, len);
-    if (pe < 0) Py_RETURN_NONE;
-    if (pe >= MAX_EID || !consumed[pe]) return PyLong_FromLongLong(pe);
-    if (scratch_reserve(len)) return NULL;
+    if (pe < 0) return DECLINE_REC;
+    if (pe >= MAX_EID || !consumed[pe]) {
+        *eid = pe;
+        return 1;
+    }
+    if (scratch_reserve(len)) return -1;
     char *sp = scratch;
     scan S = {t, t + len, 1};
     scan *s = &S;
     sysinfo Y;
     recview rv;
     long long tms;
-    if (scan_record(s, &Y, &rv, &sp, &tms)) Py_RETURN_NONE;
-    if (Y.eid < 0 || Y.eid >= MAX_EID || !etable[Y.eid].used) Py_RETURN_NONE;
+    if (scan_record(s, &Y, &rv, &sp, &tms)) return DECLINE_REC;
+    if (Y.eid < 0 || Y.eid >= MAX_EID || !etable[Y.eid].used) return DECLINE_REC;
     /* the flat record's System keys (EventData keys starting with '_' were left to the
      * Python path, so nothing overrides them) */
     if (sys_put(s, &rv, K_computer, &Y.comp, &sp) || sys_put(s, &rv, K_channel, &Y.chan, &sp) ||
         sys_put(s, &rv, K_provider, provider(&Y), &sp) || sys_put(s, &rv, K_user_sid, &Y.uid, &sp))
-        Py_RETURN_NONE;
+        return DECLINE_REC;
     espec *e = &etable[Y.eid];
-    {
-        const char *cp, *pp;
-        Py_ssize_t cn, pn;
-        PyObject *o;
-        int present;
-        if (rv_raw(&rv, K_channel, &cp, &cn, &o, &present) ||
-            rv_raw(&rv, K_provider, &pp, &pn, &o, &present) || !chan_ok(e->chan_rule, cp, cn, pp, pn))
-            Py_RETURN_NONE;
+    const char *cp, *pp;
+    Py_ssize_t cn, pn;
+    PyObject *o;
+    int present;
+    if (rv_raw(&rv, K_channel, &cp, &cn, &o, &present) ||
+        rv_raw(&rv, K_provider, &pp, &pn, &o, &present) || !chan_ok(e->chan_rule, cp, cn, pp, pn))
+        return DECLINE_REC;
+    int rc = normalize_core(&rv, e, sk, Y.eid, tms, Y.rid);
+    if (rc == 0) {
+        *eid = Y.eid;
+        return 0;
     }
-    PyObject *eid_o = PyLong_FromLongLong(Y.eid), *tms_o = PyLong_FromLongLong(tms),
-             *rid_o = PyLong_FromLongLong(Y.rid), *ev = NULL;
-    int rc = (eid_o && tms_o && rid_o) ? normalize_core(&rv, e, eid_o, tms_o, rid_o, &ev) : -1;
-    Py_XDECREF(eid_o);
-    Py_XDECREF(tms_o);
-    Py_XDECREF(rid_o);
-    if (rc == 0) return ev;
-    if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return NULL;
+    if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return -1;
     PyErr_Clear();
+    return DECLINE_REC;
+}
+
+static PyObject *evtx_event(PyObject *self, PyObject *arg) {
+    sink_t ev;
+    long long eid = 0;
+    ev.dict = _PyDict_NewPresized(24);
+    if (ev.dict == NULL) return NULL;
+    int rc = evtx_record(arg, &ev, &eid);
+    if (rc == 0) return ev.dict;
+    Py_DECREF(ev.dict);
+    if (rc < 0) return NULL;
+    if (rc == 1) return PyLong_FromLongLong(eid);
     Py_RETURN_NONE;
 }
 
@@ -2013,22 +2174,22 @@ static PyObject *nb_add_evtx(NBatcher *self, PyObject *args) {
     long n_norm = 0, n_unk = 0;
     idcount rc_, uc_;
     rc_.n = uc_.n = 0;
+    sink_t row;
     for (i = start < 0 ? 0 : start; i < n; i++) {
-        PyObject *r = evtx_event(NULL, PyList_GET_ITEM(datas, i));
-        if (r == NULL) goto fail;
-        if (r == Py_None) { Py_DECREF(r); break; }
-        if (PyLong_CheckExact(r)) {                     /* an id the product does not use */
-            long long id = PyLong_AsLongLong(r);
-            Py_DECREF(r);
+        long long id = 0;
+        sink_row(&row, &self->L);
+        int r = evtx_record(PyList_GET_ITEM(datas, i), &row, &id);
+        if (r != 0) sink_clear(&row);
+        if (r < 0) goto fail;
+        if (r == DECLINE_REC) break;
+        if (r == 1) {                                   /* an id the product does not use */
             if (idc_add(&rc_, id, read_ids) || idc_add(&uc_, id, unk_ids)) goto fail;
             n_unk++;
             continue;
         }
-        PyObject *eo = PyDict_GetItemWithError(r, F_event_id);
-        long long id = eo ? PyLong_AsLongLong(eo) : -1;
         seq++;
-        int bad = idc_add(&rc_, id, read_ids) || nb_add_core(self, r, seq, &out);
-        Py_DECREF(r);
+        int bad = idc_add(&rc_, id, read_ids) || nb_add_row(self, &row, seq, &out);
+        sink_clear(&row);
         if (bad) goto fail;
         n_norm++;
     }

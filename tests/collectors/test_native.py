@@ -509,19 +509,25 @@ def _mixed_evtx(tmp_path) -> str:
     for i, ev in enumerate(events):
         if i % 97 == 5 and "TargetUserName" in ev.data:
             ev.data = dict(ev.data, TargetUserName=f"bj\u00f6rn{i}")
+        elif ev.eid == 4769 and (i // 12) % 3 == 0:  # no source: dual-keyed by its event id
+            ev.data = dict(ev.data, IpAddress="-")
+        elif ev.eid == 4625 and (i // 12) % 2 == 0:  # one-character values
+            ev.data = dict(ev.data, WorkstationName="W", TargetUserName="a")
     path = tmp_path / "mixed.evtx"
     path.write_bytes(g.evtx_bytes(g.build_chunks(events, first_id=1), 1501))
     return str(path)
 
 
 def _run_pipeline(path: str, blocks: bool, partitions: int = 3):
+    """The collector pipeline over an EVTX file; batches close when full or at the end only
+    (no linger timer: batch boundaries do not depend on how fast the path is)."""
     from collectors.evtx_source import FileSource
     from collectors.pipeline import CollectorPipeline
     from stream.settings import TopicSettings
     prod = RecordingProducer()
     src = FileSource([path])
     pipe = CollectorPipeline(prod, TopicSettings(partitions=partitions), sources=[src],
-                             batch_events=300, budget=700)
+                             batch_events=300, budget=700, linger_ms=3_600_000)
     if not blocks:
         pipe._native_blocks = src.native_blocks = False
     rep = pipe.run()
@@ -584,5 +590,30 @@ def test_the_whole_collector_path_gives_the_same_batches_without_the_extension(t
         out[flag] = json.loads(r.stdout.splitlines()[-1])
     assert out["1"]["hot_path"] == "native" and out["0"]["hot_path"] == "python"
     assert out["1"]["counts"] == out["0"]["counts"] == [1500, 1250, 250]
+    assert out["1"]["unknown_ids"] == out["0"]["unknown_ids"]
+    assert out["1"]["digest"] == out["0"]["digest"]
+
+
+@pytest.mark.samples
+@pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/samples not present")
+def test_the_sample_mix_gives_the_same_batches_without_the_extension(tmp_path):
+    """As above on the bench's input: 20k records assembled from the Security/System chunks of
+    every sample (5145, 4624, 5136, 4662, 4661, 4768, 4776 ... and the ids the product
+    skips)."""
+    import json
+    import subprocess
+    import sys
+    from collectors.bench import build_input, default_files
+    root = str(Path(__file__).resolve().parents[2])
+    path, _, _ = build_input(default_files(), 20_000, str(tmp_path))
+    out = {}
+    for flag in ("1", "0"):
+        r = subprocess.run([sys.executable, "-c", _DIGEST.format(root=root, path=path)],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "ITDR_NATIVE": flag}, cwd=root)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[flag] = json.loads(r.stdout.splitlines()[-1])
+    assert out["1"]["hot_path"] == "native" and out["0"]["hot_path"] == "python"
+    assert out["1"]["counts"] == out["0"]["counts"] and out["1"]["counts"][0] >= 20_000
     assert out["1"]["unknown_ids"] == out["0"]["unknown_ids"]
     assert out["1"]["digest"] == out["0"]["digest"]
