@@ -2202,6 +2202,65 @@ fail:
     return NULL;
 }
 
+/* take_records(it, n, start_record, datas, rids) -> (status, exception): up to n records of
+ * the evtx parser's records_json() iterator, those with a record id above start_record
+ * appended (JSON text, id); status 0 = n taken, 1 = the iterator ended, 2 = it raised (the
+ * exception is returned; the iteration may go on, as iter_evtx_records does) */
+static PyObject *S_event_record_id, *S_data, *S_zero;
+
+static PyObject *take_records(PyObject *self, PyObject *args) {
+    PyObject *it, *datas, *rids;
+    Py_ssize_t n;
+    long long start;
+    if (!PyArg_ParseTuple(args, "OnLO!O!", &it, &n, &start, &PyList_Type, &datas, &PyList_Type,
+                          &rids))
+        return NULL;
+    iternextfunc next = Py_TYPE(it)->tp_iternext;
+    if (next == NULL) {
+        PyErr_SetString(PyExc_TypeError, "take_records: an iterator");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *r = next(it);
+        if (r == NULL) {
+            if (!PyErr_Occurred()) return Py_BuildValue("(iO)", 1, Py_None);
+            if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                PyErr_Clear();
+                return Py_BuildValue("(iO)", 1, Py_None);
+            }
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;  /* KeyboardInterrupt */
+            PyObject *t, *v, *tb;
+            PyErr_Fetch(&t, &v, &tb);
+            PyErr_NormalizeException(&t, &v, &tb);
+            PyObject *res = Py_BuildValue("(iO)", 2, v ? v : Py_None);
+            Py_XDECREF(t);
+            Py_XDECREF(v);
+            Py_XDECREF(tb);
+            return res;
+        }
+        PyObject *rid = PyDict_Check(r) ? PyDict_GetItemWithError(r, S_event_record_id) : NULL;
+        PyObject *data = PyDict_Check(r) ? PyDict_GetItemWithError(r, S_data) : NULL;
+        if (data == NULL || (rid != NULL && !PyLong_Check(rid))) {
+            Py_DECREF(r);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "take_records: a record without data");
+            return NULL;
+        }
+        long long x = 0;
+        if (rid != NULL) {
+            x = PyLong_AsLongLong(rid);
+            if (x == -1 && PyErr_Occurred()) { Py_DECREF(r); return NULL; }
+        }
+        if (x > start) {
+            PyObject *xo = rid != NULL ? rid : S_zero;
+            int bad = PyList_Append(datas, data) || PyList_Append(rids, xo);
+            if (bad) { Py_DECREF(r); return NULL; }
+        }
+        Py_DECREF(r);
+    }
+    return Py_BuildValue("(iO)", 0, Py_None);
+}
+
 static int key_or_null(PyObject *o, PyObject **out) {
     if (o == Py_None) { *out = NULL; return 0; }
     if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_ASCII(o)) {
@@ -2327,6 +2386,9 @@ static PyMethodDef methods[] = {
      "The compiled normalizer of one flat record (normalize._gen_source), or None."},
     {"set_table", set_table, METH_VARARGS,
      "set_table(table, consumed_ids): load the normalizer (normalize.native_table())."},
+    {"take_records", take_records, METH_VARARGS,
+     "take_records(it, n, start_record, datas, rids) -> (status, exception): drain up to n "
+     "records of the evtx parser's iterator into the lists."},
     {"evtx_event", evtx_event, METH_O,
      "One evtx JSON record straight to its event: the event dict, the id (an int) of a record "
      "the normalizer does not consume, or None (take the Python path)."},
@@ -2360,6 +2422,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     IK(R_logonproc, "LogonProcessName") IK(P_kerberos, "kerberos") IK(P_ntlm, "ntlm")
     IK(P_negotiate, "negotiate") IK(S_account, "account") IK(S_computer, "computer")
     IK(S_src_ip, "src_ip") IK(S_src_host, "src_host") IK(S_event_id, "event_id")
+    IK(S_event_record_id, "event_record_id") IK(S_data, "data")
+    if ((S_zero = PyLong_FromLong(0)) == NULL) return NULL;
 #undef IK
     if (PyType_Ready(&NBatcherType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);

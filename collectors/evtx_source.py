@@ -303,6 +303,39 @@ class EvtxBlock:
 BLOCK_RECORDS = 512
 
 
+def iter_evtx_blocks(path, start_record: int = 0, threads: int = 1,
+                     size: int = 512) -> Iterator[tuple]:
+    """:func:`iter_evtx_records` by blocks, the parser's iterator drained in C
+    (``_native.take_records``): ``(EvtxBlock, None)`` or ``(None, error)``, in record order,
+    with the same errors (and the same give-up after consecutive ones)."""
+    import evtx
+
+    try:
+        parser = evtx.PyEvtxParser(path if isinstance(path, io.IOBase) else str(path),
+                                   number_of_threads=threads)
+    except Exception as e:  # noqa: BLE001 - the parser raises plain RuntimeError/OSError
+        yield None, ParseError(f"cannot open EVTX: {e}")
+        return
+    it = parser.records_json()
+    take = native.ext.take_records
+    errors = 0
+    while True:
+        blk = EvtxBlock()
+        status, exc = take(it, size, start_record, blk.datas, blk.rids)
+        if blk.datas:
+            errors = 0
+            yield blk, None
+        if status == 0:
+            continue
+        if status == 1:
+            return
+        errors += 1                                  # the iterator raised: a corrupt record
+        yield None, ParseError(f"corrupt EVTX record: {str(exc)[:300]}")
+        if errors >= MAX_CONSECUTIVE_ERRORS:
+            yield None, ParseError("too many consecutive EVTX errors; file abandoned")
+            return
+
+
 class FileSource:
     """EVTX / text files, one shot or followed.
 
@@ -469,28 +502,13 @@ class FileSource:
 
     def _evtx_blocks(self, src, origin: str, sid: str, last: int,
                      first: int | None) -> Iterator[Item]:
-        blk = EvtxBlock()
-        rid = last
-        for rid, data, err in iter_evtx_records(src, last, self.evtx_threads):
-            if first is None and err is None:
-                first = rid
+        for blk, err in iter_evtx_blocks(src, last, self.evtx_threads, BLOCK_RECORDS):
             if err is not None:
-                if blk.datas:
-                    p = {"record_id": blk.rids[-1], "first_record_id": first}
-                    self.positions[sid] = p
-                    yield blk, None, origin, None, sid, p
-                    blk = EvtxBlock()
                 yield None, err, origin, b"", sid, None
                 continue
-            self.records_read += 1
-            blk.datas.append(data)
-            blk.rids.append(rid)
-            if len(blk.datas) >= BLOCK_RECORDS:
-                p = {"record_id": rid, "first_record_id": first}
-                self.positions[sid] = p
-                yield blk, None, origin, None, sid, p
-                blk = EvtxBlock()
-        if blk.datas:
+            if first is None:
+                first = blk.rids[0]
+            self.records_read += len(blk)
             p = {"record_id": blk.rids[-1], "first_record_id": first}
             self.positions[sid] = p
             yield blk, None, origin, None, sid, p
