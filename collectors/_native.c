@@ -28,6 +28,13 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__GNUC__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define ALWAYS_INLINE static __forceinline
+#else
+#define ALWAYS_INLINE static inline
+#endif
 
 /* ------------------------------------------------------------------------------------------
  * interned key strings
@@ -126,6 +133,7 @@ typedef struct {
 #define FAIL (-1)
 
 static inline void ws(scan *s) {
+    if (s->p < s->end && (unsigned char)*s->p > ' ') return;      /* the common case */
     while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
         s->p++;
 }
@@ -139,7 +147,8 @@ static inline int hexv(char c) {
 
 /* at '"': advance past the closing quote; (*a, *n) = the raw contents; *esc = has a
  * backslash */
-static int str_span(scan *s, const char **a, Py_ssize_t *n, int *esc) {
+ALWAYS_INLINE int str_span(scan *s, const char **a, Py_ssize_t *n,
+                                                          int *esc) {
     if (s->p >= s->end || *s->p != '"') return FAIL;
     const char *q = ++s->p;
     int e = 0;
@@ -372,7 +381,8 @@ static int obj_begin(scan *s) {
 }
 
 /* returns 0 with the key span and s->p at the value, 1 at the end of the object, FAIL */
-static int obj_next(scan *s, int *first, const char **k, Py_ssize_t *kn, int *kesc) {
+ALWAYS_INLINE int obj_next(scan *s, int *first, const char **k,
+                                                          Py_ssize_t *kn, int *kesc) {
     ws(s);
     if (s->p >= s->end) return FAIL;
     if (*first) {
