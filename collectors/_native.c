@@ -929,7 +929,167 @@ static int colbuf_append_row(colbuf *b, layout_t *L, sink_t *row) {
 
 /* the batch of a colbuf: ((k column bytes), string-column bytes, table) -- or, tainted,
  * ("events", [events]); the colbuf starts a new batch */
-static PyObject *colbuf_finish(colbuf *b, layout_t *L) {
+/* what the wire encoding of an emitted batch needs from the batcher */
+typedef struct {
+    int kind;
+    Py_ssize_t partition;
+    PyObject *hcache, *key_hash;    /* str -> stream.schema.key_hash(str), and the function */
+} wctx;
+
+static int str_hash(wctx *w, PyObject *s, uint64_t *out) {
+    if (PyUnicode_GET_LENGTH(s) == 0) { *out = 0; return 0; }
+    PyObject *h = PyDict_GetItemWithError(w->hcache, s);
+    if (h == NULL) {
+        if (PyErr_Occurred()) return -1;
+        h = PyObject_CallOneArg(w->key_hash, s);
+        if (h == NULL) return -1;
+        if (PyDict_GET_SIZE(w->hcache) > 500000) PyDict_Clear(w->hcache);
+        int r = PyDict_SetItem(w->hcache, s, h);
+        Py_DECREF(h);
+        if (r) return -1;
+    }
+    *out = PyLong_AsUnsignedLongLong(h);
+    return (*out == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int width_for(uint64_t span) {              /* stream.wire._width_for */
+    return span == 0 ? 0 : span < (1ULL << 8) ? 1 : span < (1ULL << 16) ? 2
+         : span < (1ULL << 32) ? 4 : 8;
+}
+
+#define PAD8(x) (((x) + 7) & ~(Py_ssize_t)7)
+
+/* stream.wire._encode2 of the batch (same bytes): columns num[k] (stride cap), renumbered
+ * string indices sc[n_str][n], table; Py_None when a string needs the Python encoder (a lone
+ * surrogate: "surrogatepass") */
+static PyObject *wire_v2(wctx *w, layout_t *L, Py_ssize_t n, const long long *num,
+                         Py_ssize_t cap, const uint32_t *sc, PyObject *table) {
+#if !PY_LITTLE_ENDIAN
+    Py_RETURN_NONE;
+#endif
+    Py_ssize_t ns = PyList_GET_SIZE(table), k = L->k + L->n_str, blob = 0, maxlen = 0;
+    long long lo[MAXK + 96];
+    int wd[MAXK + 96], present[MAXK + 96], npres = 0;
+    uint32_t num_bits = 0, str_bits = 0;
+    if (k > MAXK + 96) Py_RETURN_NONE;
+    for (Py_ssize_t j = 0; j < L->k && n; j++) {
+        const long long *c = num + j * cap;
+        long long mn = c[0], mx = c[0];
+        for (Py_ssize_t i = 1; i < n; i++) {
+            if (c[i] < mn) mn = c[i];
+            if (c[i] > mx) mx = c[i];
+        }
+        if (mn == mx && mn == L->dflt[j]) continue;
+        num_bits |= 1u << j;
+        int wj = width_for((uint64_t)mx - (uint64_t)mn);
+        if (wj && mn > 0 && width_for((uint64_t)mx) == wj) mn = 0;
+        present[npres] = (int)j;
+        lo[npres] = mn;
+        wd[npres++] = wj;
+    }
+    for (Py_ssize_t j = 0; j < L->n_str && n; j++) {
+        const uint32_t *c = sc + j * n;
+        uint32_t mn = c[0], mx = c[0];
+        for (Py_ssize_t i = 1; i < n; i++) {
+            if (c[i] < mn) mn = c[i];
+            if (c[i] > mx) mx = c[i];
+        }
+        if (mx == 0) continue;
+        str_bits |= 1u << j;
+        int wj = width_for((uint64_t)mx - mn);
+        long long base = mn;
+        if (wj && mn > 0 && width_for(mx) == wj) base = 0;
+        present[npres] = (int)(L->k + j);
+        lo[npres] = base;
+        wd[npres++] = wj;
+    }
+    const char **sp = PyMem_Malloc((size_t)(ns ? ns : 1) * sizeof(char *));
+    Py_ssize_t *sl = PyMem_Malloc((size_t)(ns ? ns : 1) * sizeof(Py_ssize_t));
+    uint64_t *hs = PyMem_Malloc((size_t)(ns ? ns : 1) * 8);
+    PyObject *res = NULL;
+    if (!sp || !sl || !hs) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t t = 0; t < ns; t++) {
+        PyObject *str = PyList_GET_ITEM(table, t);
+        sp[t] = PyUnicode_AsUTF8AndSize(str, &sl[t]);
+        if (sp[t] == NULL) {                       /* surrogates: the Python encoder */
+            PyErr_Clear();
+            res = Py_None;
+            Py_INCREF(res);
+            goto done;
+        }
+        if (str_hash(w, str, &hs[t])) goto done;
+        blob += sl[t];
+        if (sl[t] > maxlen) maxlen = sl[t];
+    }
+    int lw = maxlen < (1 << 8) ? 1 : maxlen < (1 << 16) ? 2 : 4;
+    Py_ssize_t rowbytes = 0;
+    for (int c = 0; c < npres; c++) rowbytes += wd[c];
+    Py_ssize_t size = 40 + 8 * npres + PAD8(npres) + 8 * ns + PAD8(n * rowbytes)
+                      + PAD8(ns * lw) + blob;
+    res = PyBytes_FromStringAndSize(NULL, size);
+    if (res == NULL) goto done;
+    char *o = PyBytes_AS_STRING(res);
+    memset(o, 0, (size_t)size);
+    /* header <4sBBHHHIIIiB3sII */
+    uint16_t h16[3] = {(uint16_t)L->k, (uint16_t)L->n_str, 0};
+    uint32_t h32[3] = {(uint32_t)n, (uint32_t)ns, (uint32_t)blob};
+    int32_t part = (int32_t)w->partition;
+    memcpy(o, "ITDB", 4);
+    o[4] = 2;
+    o[5] = (char)w->kind;
+    memcpy(o + 6, h16, 6);
+    memcpy(o + 12, h32, 12);
+    memcpy(o + 24, &part, 4);
+    o[28] = (char)lw;
+    memcpy(o + 32, &num_bits, 4);
+    memcpy(o + 36, &str_bits, 4);
+    char *q = o + 40;
+    for (int c = 0; c < npres; c++, q += 8) memcpy(q, &lo[c], 8);
+    for (int c = 0; c < npres; c++) q[c] = (char)wd[c];
+    q += PAD8(npres);
+    memcpy(q, hs, (size_t)ns * 8);
+    q += 8 * ns;
+    char *d0 = q;
+    for (int wdt = 8; wdt >= 1; wdt >>= 1)         /* widest first, as wire.py writes them */
+        for (int c = 0; c < npres; c++) {
+            if (wd[c] != wdt) continue;
+            int j = present[c];
+            uint64_t base = (uint64_t)lo[c];
+            if (j < L->k) {
+                const long long *col = num + j * cap;
+                for (Py_ssize_t i = 0; i < n; i++, q += wdt) {
+                    uint64_t v = (uint64_t)col[i] - base;
+                    memcpy(q, &v, (size_t)wdt);
+                }
+            } else {
+                const uint32_t *col = sc + (j - L->k) * n;
+                for (Py_ssize_t i = 0; i < n; i++, q += wdt) {
+                    uint64_t v = (uint64_t)col[i] - base;
+                    memcpy(q, &v, (size_t)wdt);
+                }
+            }
+        }
+    q = d0 + PAD8(n * rowbytes);
+    for (Py_ssize_t t = 0; t < ns; t++, q += lw) {
+        uint32_t ln = (uint32_t)sl[t];
+        memcpy(q, &ln, (size_t)lw);
+    }
+    q = d0 + PAD8(n * rowbytes) + PAD8(ns * lw);
+    for (Py_ssize_t t = 0; t < ns; t++) {
+        memcpy(q, sp[t], (size_t)sl[t]);
+        q += sl[t];
+    }
+done:
+    PyMem_Free(sp);
+    PyMem_Free(sl);
+    PyMem_Free(hs);
+    return res;
+}
+
+/* the batch of a colbuf: ((k column bytes), string-column bytes, table) -- with a wctx, the
+ * wire bytes (stream.wire.encode v2) instead; tainted: ("events", [events]). The colbuf
+ * starts a new batch. */
+static PyObject *colbuf_finish(colbuf *b, layout_t *L, wctx *w) {
     PyObject *res = NULL;
     if (b->events == NULL && colbuf_fresh(b)) return NULL;
     if (b->tainted) {
@@ -940,10 +1100,9 @@ static PyObject *colbuf_finish(colbuf *b, layout_t *L) {
     Py_ssize_t n = b->n, cap = b->cap, nt = PyList_GET_SIZE(b->table);
     /* renumber the table: first occurrence, column by column (the Python build's order) */
     uint32_t *map = PyMem_Malloc((size_t)nt * 4);
-    PyObject *cols = PyTuple_New(L->k);
-    PyObject *strc = PyBytes_FromStringAndSize(NULL, L->n_str * n * 4);
+    PyObject *cols = NULL, *strc = PyBytes_FromStringAndSize(NULL, L->n_str * n * 4);
     PyObject *table = PyList_New(nt);
-    if (!map || !cols || !strc || !table) goto done;
+    if (!map || !strc || !table) goto done;
     for (Py_ssize_t t = 0; t < nt; t++) map[t] = UINT32_MAX;
     map[0] = 0;
     uint32_t next = 1;
@@ -962,6 +1121,14 @@ static PyObject *colbuf_finish(colbuf *b, layout_t *L) {
         Py_INCREF(s);
         PyList_SET_ITEM(table, map[t], s);     /* every entry is used once: a permutation */
     }
+    if (w != NULL) {
+        res = wire_v2(w, L, n, b->num, cap, o, table);
+        if (res == NULL) goto done;
+        if (res != Py_None) goto fresh;
+        Py_CLEAR(res);                          /* the Python encoder: the columns below */
+    }
+    cols = PyTuple_New(L->k);
+    if (cols == NULL) goto done;
     for (Py_ssize_t j = 0; j < L->k; j++) {
         PyObject *cb = PyBytes_FromStringAndSize(NULL, n * L->size[j]);
         if (cb == NULL) goto done;
@@ -975,6 +1142,7 @@ static PyObject *colbuf_finish(colbuf *b, layout_t *L) {
         PyTuple_SET_ITEM(cols, j, cb);
     }
     res = PyTuple_Pack(3, cols, strc, table);
+fresh:
     if (res != NULL && colbuf_fresh(b)) Py_CLEAR(res);
 done:
     PyMem_Free(map);
@@ -998,7 +1166,7 @@ static PyObject *build_columns(PyObject *self, PyObject *args) {
         Py_ssize_t n = PyList_GET_SIZE(events), i;
         for (i = 0; i < n; i++)
             if (colbuf_append(&b, &L, PyList_GET_ITEM(events, i))) break;
-        if (i == n) res = colbuf_finish(&b, &L);
+        if (i == n) res = colbuf_finish(&b, &L, NULL);
     }
     colbuf_free(&b);
     layout_clear(&L);
@@ -1010,7 +1178,7 @@ static PyObject *build_columns(PyObject *self, PyObject *args) {
 typedef struct {
     PyObject_HEAD
     Py_ssize_t partitions, max_events, pending;
-    int dual_key;
+    int dual_key, wire;          /* wire: emit wire bytes (else the column tuple) */
     PyObject *source_ids, *key_hash, *hcache;
     unsigned char src_bits[8192];  /* source_ids below 65536 as a bitmap (the row path) */
     layout_t L;
@@ -1105,7 +1273,8 @@ static PyObject *nb_emit(NBatcher *self, Py_ssize_t kind, Py_ssize_t p) {
     colbuf *b = &self->bufs[kind * self->partitions + p];
     Py_ssize_t n = b->events ? b->count : 0;
     long long last = b->last_seq;
-    PyObject *payload = colbuf_finish(b, &self->L);
+    wctx w = {(int)kind, p, self->hcache, self->key_hash};
+    PyObject *payload = colbuf_finish(b, &self->L, self->wire ? &w : NULL);
     if (payload == NULL) return NULL;
     self->pending -= n;
     b->last_seq = 0;
@@ -1243,6 +1412,8 @@ static PyMethodDef nb_methods[] = {
 static PyMemberDef nb_members[] = {
     {"max_events", T_PYSSIZET, offsetof(NBatcher, max_events), 0, "events per batch"},
     {"pending", T_PYSSIZET, offsetof(NBatcher, pending), READONLY, "events not emitted yet"},
+    {"wire", T_INT, offsetof(NBatcher, wire), 0,
+     "emit the batches' wire bytes (stream.wire v2) instead of their columns"},
     {"partitions", T_PYSSIZET, offsetof(NBatcher, partitions), READONLY, "partitions"},
     {NULL, 0, 0, 0, NULL},
 };

@@ -203,6 +203,8 @@ class Batcher:
         self._nb = _NATIVE_BATCHER(partitions, max_events, dual_key, SOURCE_EVENT_IDS,
                                    key_hash, _LAYOUT) \
             if _NATIVE_BATCHER and native is not False else None
+        if self._nb is not None and wire.VERSION == 2:
+            self._nb.wire = 1           # batches come out as wire v2 bytes, encoded in C
         self._max_events = max_events
         self._builders: dict[tuple[int, int], BatchBuilder] = {}
         self._last_seq: dict[tuple[int, int], int] = {}
@@ -240,8 +242,12 @@ class Batcher:
         return [self.message(*x) for x in self._nb.flush()]
 
     @staticmethod
-    def message(kind: int, p: int, last_seq: int, n: int, payload: tuple) -> WireMessage:
-        """The wire message of a batch the native batcher emitted."""
+    def message(kind: int, p: int, last_seq: int, n: int, payload) -> WireMessage:
+        """The wire message of a batch the native batcher emitted: its wire bytes, or its
+        columns (a string only the Python encoder takes), or its events (a value only the
+        Python build takes)."""
+        if payload.__class__ is bytes:
+            return WireMessage(kind, p, str(p).encode(), payload, n, last_seq)
         b = BatchBuilder(kind, p)
         if payload[0] == "events":          # a value only the Python build takes (or rejects)
             b.events = payload[1]

@@ -237,7 +237,7 @@ def _events(n: int) -> list[dict]:
               "ticket_encryption": rnd.choice([None, 18, 23]),
               "status": rnd.choice([0, 0xC000006D, 0xFFFFFFFF]),
               "flags": rnd.choice([0, 1, True, False]),
-              "value": rnd.choice(["", "x", "caf\u00e9", "\U0001f600", "user1"]),
+              "value": rnd.choice(["", "x", "caf\u00e9", "\U0001f600", "user1", "s\ud800"]),
               "not_a_field": object()}
         if i % 7 == 0:
             del ev["computer"]
