@@ -1544,6 +1544,20 @@ static int rv_put(recview *rv, const char *k, Py_ssize_t kn, const char *v, Py_s
     return 0;
 }
 
+/* shash of a key object (the table's and the module's key strings), remembered by identity;
+ * an entry holds a reference, so its address is never another object's */
+static struct { PyObject *k; uint64_t h; } khc[512];
+
+static inline uint64_t key_shash(PyObject *key, const char *k, Py_ssize_t kn) {
+    size_t i = ((uintptr_t)key >> 4) & 511;
+    if (khc[i].k == key) return khc[i].h;
+    uint64_t h = shash(k, kn);
+    Py_INCREF(key);
+    Py_XSETREF(khc[i].k, key);
+    khc[i].h = h;
+    return h;
+}
+
 /* rec.get(key): 0 with *present and the ASCII value (p, n; obj = the str of a dict value),
  * DECLINE for a value that is not an ASCII str (or None), -1 on error */
 static int rv_raw(recview *rv, PyObject *key, const char **p, Py_ssize_t *n, PyObject **obj,
@@ -1566,7 +1580,7 @@ static int rv_raw(recview *rv, PyObject *key, const char **p, Py_ssize_t *n, PyO
     }
     const char *k = (const char *)PyUnicode_DATA(key);     /* table keys are ASCII */
     Py_ssize_t kn = PyUnicode_GET_LENGTH(key);
-    uint64_t h = shash(k, kn);
+    uint64_t h = key_shash(key, k, kn);
     size_t i = h & (RV_SLOTS - 1);
     while (rv->slot[i]) {
         rv_entry *e = &rv->e[rv->slot[i] - 1];
