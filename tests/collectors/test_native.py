@@ -572,23 +572,29 @@ print(json.dumps({{"hot_path": native.status(), "digest": h.hexdigest(),
 """
 
 
-def test_the_whole_collector_path_gives_the_same_batches_without_the_extension(tmp_path):
-    """ITDR_NATIVE=0 (a collector built without a compiler): orjson + the Python flattening,
-    the compiled Python normalizers and the Python batcher; byte for byte the batches of the
-    C path."""
+def _digests(path: str) -> dict:
+    """The pipeline's batches over an EVTX file in a subprocess with the extension ("1") and
+    without it ("0"): hot path, a digest of every batch, counters."""
     import json
     import subprocess
     import sys
     root = str(Path(__file__).resolve().parents[2])
-    path = _mixed_evtx(tmp_path)
     out = {}
     for flag in ("1", "0"):
         r = subprocess.run([sys.executable, "-c", _DIGEST.format(root=root, path=path)],
-                           capture_output=True, text=True, timeout=120,
+                           capture_output=True, text=True, timeout=300,
                            env={**os.environ, "ITDR_NATIVE": flag}, cwd=root)
         assert r.returncode == 0, r.stderr[-2000:]
         out[flag] = json.loads(r.stdout.splitlines()[-1])
     assert out["1"]["hot_path"] == "native" and out["0"]["hot_path"] == "python"
+    return out
+
+
+def test_the_whole_collector_path_gives_the_same_batches_without_the_extension(tmp_path):
+    """ITDR_NATIVE=0 (a collector built without a compiler): orjson + the Python flattening,
+    the compiled Python normalizers and the Python batcher; byte for byte the batches of the
+    C path."""
+    out = _digests(_mixed_evtx(tmp_path))
     assert out["1"]["counts"] == out["0"]["counts"] == [1500, 1250, 250]
     assert out["1"]["unknown_ids"] == out["0"]["unknown_ids"]
     assert out["1"]["digest"] == out["0"]["digest"]
@@ -600,20 +606,9 @@ def test_the_sample_mix_gives_the_same_batches_without_the_extension(tmp_path):
     """As above on the bench's input: 20k records assembled from the Security/System chunks of
     every sample (5145, 4624, 5136, 4662, 4661, 4768, 4776 ... and the ids the product
     skips)."""
-    import json
-    import subprocess
-    import sys
     from collectors.bench import build_input, default_files
-    root = str(Path(__file__).resolve().parents[2])
     path, _, _ = build_input(default_files(), 20_000, str(tmp_path))
-    out = {}
-    for flag in ("1", "0"):
-        r = subprocess.run([sys.executable, "-c", _DIGEST.format(root=root, path=path)],
-                           capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "ITDR_NATIVE": flag}, cwd=root)
-        assert r.returncode == 0, r.stderr[-2000:]
-        out[flag] = json.loads(r.stdout.splitlines()[-1])
-    assert out["1"]["hot_path"] == "native" and out["0"]["hot_path"] == "python"
+    out = _digests(path)
     assert out["1"]["counts"] == out["0"]["counts"] and out["1"]["counts"][0] >= 20_000
     assert out["1"]["unknown_ids"] == out["0"]["unknown_ids"]
     assert out["1"]["digest"] == out["0"]["digest"]
