@@ -21,6 +21,9 @@
  * generated and damaged records and every sample file (tests/collectors/test_native.py).
  */
 #define PY_SSIZE_T_CLEAN
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE          /* memmem */
+#endif
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
@@ -618,9 +621,14 @@ static const char *rx_text(const char *p, const char *end) {   /* "#text":\s* */
 static long long peek_c(const char *t, Py_ssize_t n) {
     const char *end = t + (n < 2000 ? n : 2000);
     for (const char *p = t; end - p >= 10; p++) {
+#ifdef __GLIBC__
+        p = memmem(p, (size_t)(end - p), "\"EventID\":", 10);
+        if (p == NULL) break;
+#else
         p = memchr(p, '"', (size_t)(end - p));
         if (p == NULL || end - p < 10) break;
         if (memcmp(p, "\"EventID\":", 10) != 0) continue;
+#endif
         const char *q = p + 10;
         while (q < end && rx_ws(*q)) q++;
         const char *d = NULL, *de = NULL;
