@@ -944,15 +944,17 @@ typedef struct {
     PyObject *hcache, *key_hash;    /* str -> stream.schema.key_hash(str), and the function */
 } wctx;
 
-static int str_hash(wctx *w, PyObject *s, uint64_t *out) {
-    if (PyUnicode_GET_LENGTH(s) == 0) { *out = 0; return 0; }
-    PyObject *h = PyDict_GetItemWithError(w->hcache, s);
+/* stream.schema.key_hash(s) through a cache (cleared above 500k strings, like the Python
+ * path's); the batcher's partitions and the wire's string hashes both come from here */
+static int cached_key_hash(PyObject *hcache, PyObject *key_hash, PyObject *s, uint64_t *out) {
+    if (PyUnicode_CheckExact(s) && PyUnicode_GET_LENGTH(s) == 0) { *out = 0; return 0; }
+    PyObject *h = PyDict_GetItemWithError(hcache, s);
     if (h == NULL) {
         if (PyErr_Occurred()) return -1;
-        h = PyObject_CallOneArg(w->key_hash, s);
+        h = PyObject_CallOneArg(key_hash, s);
         if (h == NULL) return -1;
-        if (PyDict_GET_SIZE(w->hcache) > 500000) PyDict_Clear(w->hcache);
-        int r = PyDict_SetItem(w->hcache, s, h);
+        if (PyDict_GET_SIZE(hcache) > 500000) PyDict_Clear(hcache);
+        int r = PyDict_SetItem(hcache, s, h);
         Py_DECREF(h);
         if (r) return -1;
     }
@@ -1025,7 +1027,7 @@ static PyObject *wire_v2(wctx *w, layout_t *L, Py_ssize_t n, const long long *nu
             Py_INCREF(res);
             goto done;
         }
-        if (str_hash(w, str, &hs[t])) goto done;
+        if (cached_key_hash(w->hcache, w->key_hash, str, &hs[t])) goto done;
         blob += sl[t];
         if (sl[t] > maxlen) maxlen = sl[t];
     }
@@ -1259,22 +1261,11 @@ static int truthy(PyObject *v) {
     return PyObject_IsTrue(v);
 }
 
-/* key_hash(s) % partitions through the cache (cleared above 500k strings, like the Python
- * path's) */
+/* key_hash(s) % partitions */
 static Py_ssize_t nb_part(NBatcher *self, PyObject *s) {
-    PyObject *h = PyDict_GetItemWithError(self->hcache, s);
-    if (h == NULL) {
-        if (PyErr_Occurred()) return -1;
-        h = PyObject_CallOneArg(self->key_hash, s);
-        if (h == NULL) return -1;
-        if (PyDict_GET_SIZE(self->hcache) > 500000) PyDict_Clear(self->hcache);
-        int r = PyDict_SetItem(self->hcache, s, h);
-        Py_DECREF(h);
-        if (r) return -1;
-    }
-    unsigned long long x = PyLong_AsUnsignedLongLong(h);
-    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    return (Py_ssize_t)(x % (unsigned long long)self->partitions);
+    uint64_t x;
+    if (cached_key_hash(self->hcache, self->key_hash, s, &x)) return -1;
+    return (Py_ssize_t)(x % (uint64_t)self->partitions);
 }
 
 static PyObject *nb_emit(NBatcher *self, Py_ssize_t kind, Py_ssize_t p) {
@@ -1309,60 +1300,59 @@ static int nb_put(NBatcher *self, Py_ssize_t kind, Py_ssize_t p, PyObject *ev, s
 }
 
 /* route one event and append it (batches that became full are appended to *out) */
+/* route an event (ev, or a row of the C path) to its batches: the account key (account,
+ * else computer) and, when dual, the source key (src_ip, else src_host, else computer);
+ * each key given is the value to hash, NULL when it is empty */
+static int nb_route(NBatcher *self, PyObject *ev, sink_t *row, long long seq, PyObject **out,
+                    PyObject *acc, PyObject *comp, PyObject *ip, PyObject *host, int dual) {
+    Py_ssize_t p = nb_part(self, acc ? acc : comp ? comp : S_empty);
+    if (p < 0 || nb_put(self, 0, p, ev, row, seq, out)) return -1;
+    if (!dual) return 0;
+    Py_ssize_t ps = nb_part(self, ip ? ip : host ? host : comp ? comp : S_empty);
+    return (ps < 0 || nb_put(self, 1, ps, ev, row, seq, out)) ? -1 : 0;
+}
+
+/* an event dict: account_key_string / source_key_string and Batcher.add's dual rule on its
+ * values as Python reads them (None and "" hash to 0; a truthy non-str reaches key_hash) */
 static int nb_add_core(NBatcher *self, PyObject *ev, long long seq, PyObject **out) {
     PyObject *acc = dget(ev, S_account), *comp = dget(ev, S_computer);
-    /* account_key_string: account or computer (None and "" both hash to 0) */
-    PyObject *k = truthy(acc) ? acc : (comp != NULL && comp != Py_None) ? comp : S_empty;
-    if (PyErr_Occurred()) return -1;
-    Py_ssize_t p = nb_part(self, k);
-    if (p < 0 || nb_put(self, 0, p, ev, NULL, seq, out)) return -1;
+    PyObject *ip = dget(ev, S_src_ip), *host = dget(ev, S_src_host);
+    int dual = 0;
     if (self->dual_key) {
-        PyObject *ip = dget(ev, S_src_ip), *host = dget(ev, S_src_host);
-        int dual = truthy(ip) || truthy(host);
+        dual = truthy(ip) || truthy(host);
         if (!dual) {
             PyObject *e = dget(ev, S_event_id);
             if (e != NULL) {
-                int c = PySet_Contains(self->source_ids, e);
-                if (c < 0) return -1;                   /* unhashable: as `in` raises */
-                dual = c;
+                dual = PySet_Contains(self->source_ids, e);
+                if (dual < 0) return -1;                /* unhashable: as `in` raises */
             }
         }
-        if (PyErr_Occurred()) return -1;
-        if (dual) {
-            /* source_key_string: src_ip or src_host or computer */
-            PyObject *sk = truthy(ip) ? ip : truthy(host) ? host
-                           : (comp != NULL && comp != Py_None) ? comp : S_empty;
-            Py_ssize_t ps = nb_part(self, sk);
-            if (ps < 0 || nb_put(self, 1, ps, ev, NULL, seq, out)) return -1;
-        }
     }
-    return 0;
+    if (PyErr_Occurred()) return -1;
+    return nb_route(self, ev, NULL, seq, out, truthy(acc) ? acc : NULL,
+                    (comp != NULL && comp != Py_None) ? comp : NULL,
+                    truthy(ip) ? ip : NULL, truthy(host) ? host : NULL, dual);
 }
 
-/* nb_add_core for a row of the C path (its strings are str or NULL, its ints in range) */
+/* a row of the C path (its strings are str or NULL, its ints in range) */
 static inline PyObject *row_str(sink_t *row, PyObject *f) {
     PyObject *v = sink_get(row, f);
     return (v != NULL && PyUnicode_GET_LENGTH(v)) ? v : NULL;
 }
 
 static int nb_add_row(NBatcher *self, sink_t *row, long long seq, PyObject **out) {
-    PyObject *acc = row_str(row, S_account), *comp = row_str(row, S_computer);
-    Py_ssize_t p = nb_part(self, acc ? acc : comp ? comp : S_empty);
-    if (p < 0 || nb_put(self, 0, p, NULL, row, seq, out)) return -1;
+    PyObject *ip = row_str(row, S_src_ip), *host = row_str(row, S_src_host);
+    int dual = 0;
     if (self->dual_key) {
-        PyObject *ip = row_str(row, S_src_ip), *host = row_str(row, S_src_host);
-        int dual = ip != NULL || host != NULL;
+        dual = ip != NULL || host != NULL;
         if (!dual) {
             int col = layout_col(&self->L, S_event_id);
             long long e = (col >= 0 && col < self->L.k) ? row->num[col] : -1;
             dual = e >= 0 && e < 65536 && (self->src_bits[e >> 3] >> (e & 7)) & 1;
         }
-        if (dual) {
-            Py_ssize_t ps = nb_part(self, ip ? ip : host ? host : comp ? comp : S_empty);
-            if (ps < 0 || nb_put(self, 1, ps, NULL, row, seq, out)) return -1;
-        }
     }
-    return 0;
+    return nb_route(self, NULL, row, seq, out, row_str(row, S_account),
+                    row_str(row, S_computer), ip, host, dual);
 }
 
 /* add(ev, seq) -> None, or the list of batches that became full */

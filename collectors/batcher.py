@@ -24,12 +24,12 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from stream import wire
-
-from . import native
 from stream.settings import DEFAULT_BATCH_EVENTS
 from stream.schema import (KEY_ACCOUNT, KEY_SOURCE, NUMERIC_DEFAULTS, NUMERIC_FIELDS,
                            STRING_FIELDS, EventBatch, account_key_string, key_hash,
                            source_key_string)
+
+from . import native
 
 _HASHES: dict[str, int] = {}
 

@@ -236,19 +236,27 @@ class _EvtxView(io.RawIOBase):
         super().close()
 
 
-def iter_evtx_records(path, start_record: int = 0, threads: int = 1) -> Iterator[tuple]:
-    """``(record_id, json_str | None, error | None)`` for an EVTX file (a path, or a binary
-    file object); corrupt chunks and records become errors, the iteration continues with the
-    next chunk."""
+def _records_json(path, threads: int):
+    """The ``evtx`` parser's JSON record iterator over a path or a binary file object."""
     import evtx
 
     try:
         parser = evtx.PyEvtxParser(path if isinstance(path, io.IOBase) else str(path),
                                    number_of_threads=threads)
     except Exception as e:  # noqa: BLE001 - the parser raises plain RuntimeError/OSError
-        yield 0, None, ParseError(f"cannot open EVTX: {e}")
+        raise ParseError(f"cannot open EVTX: {e}") from None
+    return parser.records_json()
+
+
+def iter_evtx_records(path, start_record: int = 0, threads: int = 1) -> Iterator[tuple]:
+    """``(record_id, json_str | None, error | None)`` for an EVTX file (a path, or a binary
+    file object); corrupt chunks and records become errors, the iteration continues with the
+    next chunk."""
+    try:
+        it = _records_json(path, threads)
+    except ParseError as e:
+        yield 0, None, e
         return
-    it = parser.records_json()
     errors = 0
     while True:
         try:
@@ -304,19 +312,15 @@ BLOCK_RECORDS = 512
 
 
 def iter_evtx_blocks(path, start_record: int = 0, threads: int = 1,
-                     size: int = 512) -> Iterator[tuple]:
+                     size: int = BLOCK_RECORDS) -> Iterator[tuple]:
     """:func:`iter_evtx_records` by blocks, the parser's iterator drained in C
     (``_native.take_records``): ``(EvtxBlock, None)`` or ``(None, error)``, in record order,
     with the same errors (and the same give-up after consecutive ones)."""
-    import evtx
-
     try:
-        parser = evtx.PyEvtxParser(path if isinstance(path, io.IOBase) else str(path),
-                                   number_of_threads=threads)
-    except Exception as e:  # noqa: BLE001 - the parser raises plain RuntimeError/OSError
-        yield None, ParseError(f"cannot open EVTX: {e}")
+        it = _records_json(path, threads)
+    except ParseError as e:
+        yield None, e
         return
-    it = parser.records_json()
     take = native.ext.take_records
     errors = 0
     while True:
@@ -502,7 +506,7 @@ class FileSource:
 
     def _evtx_blocks(self, src, origin: str, sid: str, last: int,
                      first: int | None) -> Iterator[Item]:
-        for blk, err in iter_evtx_blocks(src, last, self.evtx_threads, BLOCK_RECORDS):
+        for blk, err in iter_evtx_blocks(src, last, self.evtx_threads):
             if err is not None:
                 yield None, err, origin, b"", sid, None
                 continue
