@@ -1393,6 +1393,7 @@ static PyObject *nb_flush(NBatcher *self, PyObject *unused) {
 }
 
 static PyObject *nb_add_evtx(NBatcher *self, PyObject *args);
+static PyObject *nb_add_chunk(NBatcher *self, PyObject *args);
 
 static PyMethodDef nb_methods[] = {
     {"add_evtx", (PyCFunction)nb_add_evtx, METH_VARARGS,
@@ -1401,6 +1402,11 @@ static PyMethodDef nb_methods[] = {
      "batches, until the end or the first record the C path declines (stop = its index: "
      "the caller takes it through the Python path, then calls again from stop + 1); "
      "read_ids / unknown_ids (dicts: event id -> count) are incremented"},
+    {"add_chunk", (PyCFunction)nb_add_chunk, METH_VARARGS,
+     "add_chunk(chunk, i, hi, seq, read_ids, unknown_ids) -> (stop, seq, read, normalized, "
+     "unknown, batches|None): records i..hi-1 of an EVTX chunk (binary XML read in place) "
+     "straight to events and batches, until hi or the first record the reader declines "
+     "(stop = its index: the caller takes it from the crate, then calls again from stop + 1)"},
     {"add", (PyCFunction)(void (*)(void))nb_add, METH_FASTCALL,
      "add(ev, seq): None, or [(kind, partition, last_seq, n, payload)] of full batches"},
     {"flush", (PyCFunction)nb_flush, METH_NOARGS, "every non-empty batch"},
@@ -1584,7 +1590,7 @@ static int rv_raw(recview *rv, PyObject *key, const char **p, Py_ssize_t *n, PyO
         rv_entry *e = &rv->e[rv->slot[i] - 1];
         if (e->h == h && e->kn == kn && memcmp(e->k, k, (size_t)kn) == 0) {
             *present = 1;
-            if (!e->ascii) return DECLINE;
+            if (e->ascii != 1) return DECLINE;
             *p = e->v;
             *n = e->vn;
             return 0;
@@ -2454,6 +2460,1028 @@ static PyObject *take_records(PyObject *self, PyObject *args) {
     return Py_BuildValue("(iO)", 0, Py_None);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * EVTX chunks read in place: binary XML straight to the normalizer's view
+ *
+ * The evtx crate renders every record to JSON, which the block path then scans back; on a
+ * domain controller's Security log that rendering and re-reading is most of the collector's
+ * time. This reader takes a 64 KiB chunk as it is on disk: the chunk's record layout is
+ * checked first (chunk_records: anything unusual and the whole chunk takes the crate), each
+ * record's template instance is evaluated against its template, compiled once per chunk
+ * into the few fields the product reads (System: EventID, EventRecordID, Computer, Channel,
+ * Provider, TimeCreated, Security; EventData: the Data[@Name] values), and the values are
+ * rendered to the text the crate's JSON gives (after records.from_evtx_json: ints in
+ * decimal, HexInt 0x.. lower case, GUIDs upper case, SIDs S-1-.., Bool True/False). Anything
+ * else -- UserData, unnamed Data, a value type not listed, a value that is not ASCII where
+ * the normalizer reads it -- declines the record, and the caller takes that record from the
+ * crate (the chunk parsed by it on its own), so the output is the crate path's, record for
+ * record (tests/collectors/test_binxml.py holds the two side by side).
+ * ---------------------------------------------------------------------------------------- */
+
+#define CH_SIZE 65536
+#define BX_MAXVALS 256
+#define BX_MAXT 256
+#define BX_MAXOPS 16384
+#define BX_ARENA (96 * 1024)
+#define BX_DEPTH 32
+
+static inline uint32_t rd16(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static inline uint32_t rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t rd64(const unsigned char *p) {
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+enum { OP_EID = 1, OP_RID, OP_COMP, OP_CHAN, OP_PNAME, OP_PESN, OP_STIME, OP_UID, OP_DATA,
+       OP_NEST, OP_SYS, OP_ED, OP_BIN };
+#define SRC_EMPTY (-2)
+#define SRC_LIT (-1)
+
+typedef struct {
+    int kind, idx;              /* idx: a substitution, SRC_LIT, SRC_EMPTY */
+    const char *key, *lit;      /* key: Data[@Name]; lit: a literal's text */
+    int kn, litn, lascii;
+    int single;                 /* a lone unnamed Data: null -> no key; OP_NEST: the context */
+} bx_op;
+
+typedef struct {
+    uint32_t off;
+    int ctx, ok, nops;
+    bx_op *ops;
+} bx_tmpl;
+
+/* the templates of the chunk being read (keyed by the chunk object, which is held) */
+static struct {
+    PyObject *chunk;
+    int nt, nops;
+    size_t an;
+    bx_tmpl t[BX_MAXT];
+    bx_op ops[BX_MAXOPS];
+    char arena[BX_ARENA];
+} *bxc = NULL;
+
+static int bx_bind(PyObject *chunk) {
+    if (bxc == NULL) {
+        bxc = PyMem_Calloc(1, sizeof *bxc);
+        if (bxc == NULL) { PyErr_NoMemory(); return -1; }
+    }
+    if (bxc->chunk != chunk) {
+        Py_INCREF(chunk);
+        Py_XSETREF(bxc->chunk, chunk);
+        bxc->nt = bxc->nops = 0;
+        bxc->an = 0;
+    }
+    return 0;
+}
+
+/* a name reference at p (4-byte chunk offset; the name follows inline when the offset points
+ * just past it): its UTF-16 text; *after = where the next token starts; FAIL if out of bounds */
+static int bx_name(const unsigned char *c, uint32_t p, uint32_t lim, const unsigned char **nm,
+                   uint32_t *nlen, uint32_t *after) {
+    if (p + 4 > lim) return FAIL;
+    uint32_t off = rd32(c + p);
+    if (off > CH_SIZE - 8) return FAIL;
+    uint32_t n = rd16(c + off + 6);
+    if ((uint64_t)off + 8 + 2 * (uint64_t)n + 2 > CH_SIZE) return FAIL;
+    *nm = c + off + 8;
+    *nlen = n;
+    if (off == p + 4) {
+        *after = off + 8 + 2 * n + 2;
+        if (*after > lim) return FAIL;
+    } else {
+        *after = p + 4;
+    }
+    return 0;
+}
+
+static int u16eq(const unsigned char *nm, uint32_t n, const char *w) {
+    uint32_t m = (uint32_t)strlen(w);
+    if (m != n) return 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (nm[2 * i] != (unsigned char)w[i] || nm[2 * i + 1] != 0) return 0;
+    return 1;
+}
+
+/* UTF-16 text into the arena as ASCII; *ascii = -1 when a character is not (the text is then
+ * '?'-filled: such a literal declines the record where it is read) */
+static const char *bx_arena_text(const unsigned char *u, uint32_t n, int *ascii) {
+    if (bxc->an + n + 1 > BX_ARENA) return NULL;
+    char *d = bxc->arena + bxc->an;
+    *ascii = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t ch = rd16(u + 2 * i);
+        if (ch == 0 || ch >= 0x80) { *ascii = -1; ch = '?'; }
+        d[i] = (char)ch;
+    }
+    bxc->an += n + 1;
+    d[n] = 0;
+    return d;
+}
+
+enum { E_TOP, E_EVENT, E_SYS, E_EID, E_RID, E_COMP, E_CHAN, E_PROV, E_TC, E_SEC, E_ED, E_DATA,
+       E_IGN, E_BIN, E_UD, E_UDW, E_UDV };
+enum { A_NONE, A_IGN, A_PNAME, A_PESN, A_STIME, A_UID, A_NAME };
+#define CTX_OUTER 0
+#define CTX_NESTED 1            /* a BinXml value in Event: EventData or UserData */
+#define CTX_UD 2                /* a BinXml value in UserData: its wrapper element */
+
+typedef struct {
+    int kind, nsrc, idx, has_key;
+    const char *lit, *key;
+    int litn, lascii, kn;
+} bx_frame;
+
+static bx_op *bx_emit(bx_tmpl *t, int kind) {
+    if (bxc->nops >= BX_MAXOPS) return NULL;
+    bx_op *o = &bxc->ops[bxc->nops++];
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->idx = SRC_EMPTY;
+    t->nops++;
+    return o;
+}
+
+static void bx_src(bx_op *o, bx_frame *f) {
+    o->idx = f->nsrc ? f->idx : SRC_EMPTY;
+    o->lit = f->lit;
+    o->litn = f->litn;
+    o->lascii = f->lascii;
+}
+
+/* the element a start tag opens, from its parent and its name; -1: the template declines */
+static int bx_child(int parent, int ctx, const unsigned char *nm, uint32_t n) {
+    switch (parent) {
+    case E_TOP:
+        if (ctx == CTX_OUTER) return u16eq(nm, n, "Event") ? E_EVENT : -1;
+        if (ctx == CTX_UD) return E_UDW;
+        if (u16eq(nm, n, "UserData")) return E_UD;
+        return u16eq(nm, n, "EventData") ? E_ED : -1;
+    case E_EVENT:
+        if (u16eq(nm, n, "System")) return E_SYS;
+        if (u16eq(nm, n, "EventData")) return E_ED;
+        if (u16eq(nm, n, "UserData")) return E_UD;
+        return E_IGN;
+    case E_SYS:
+        if (u16eq(nm, n, "EventID")) return E_EID;
+        if (u16eq(nm, n, "EventRecordID")) return E_RID;
+        if (u16eq(nm, n, "Computer")) return E_COMP;
+        if (u16eq(nm, n, "Channel")) return E_CHAN;
+        if (u16eq(nm, n, "Provider")) return E_PROV;
+        if (u16eq(nm, n, "TimeCreated")) return E_TC;
+        if (u16eq(nm, n, "Security")) return E_SEC;
+        return E_IGN;
+    case E_ED:
+        if (u16eq(nm, n, "Data")) return E_DATA;
+        if (u16eq(nm, n, "Binary")) return E_BIN;
+        return -1;
+    case E_PROV: case E_TC: case E_SEC: case E_IGN:
+        return E_IGN;
+    case E_UD: return E_UDW;            /* UserData/<wrapper>: flattened into its children */
+    case E_UDW: return E_UDV;           /* UserData/<wrapper>/<name>: the key "name" */
+    default:
+        return -1;                  /* an element inside a value element (Data, EventID...) */
+    }
+}
+
+static int bx_attr(int elem, const unsigned char *nm, uint32_t n) {
+    switch (elem) {
+    case E_PROV:
+        if (u16eq(nm, n, "Name")) return A_PNAME;
+        if (u16eq(nm, n, "EventSourceName")) return A_PESN;
+        return A_IGN;
+    case E_TC: return u16eq(nm, n, "SystemTime") ? A_STIME : A_IGN;
+    case E_SEC: return u16eq(nm, n, "UserID") ? A_UID : A_IGN;
+    case E_DATA: return u16eq(nm, n, "Name") ? A_NAME : -1;
+    case E_ED: case E_TOP: case E_BIN: case E_UDV: return -1;
+    default: return A_IGN;
+    }
+}
+
+static int bx_compile_walk(bx_tmpl *t, const unsigned char *c, uint32_t off) {
+    if (off > CH_SIZE - 24) return FAIL;
+    uint32_t p = off + 24, end = p + rd32(c + off + 20);
+    if (end > CH_SIZE || end < p) return FAIL;
+    bx_frame st[BX_DEPTH];
+    int d = 0, in_start = 0, attr = A_NONE, attr_vals = 0, first = 1, data0 = -1;
+    int named = 0, unnamed = 0;
+    bx_op *first_unnamed = NULL;
+    st[0].kind = E_TOP;
+    while (p < end) {
+        unsigned tk = c[p], tok = tk & 0xBF;
+        if (first && tok != 0x0F) return FAIL;
+        if (tok == 0x0F) {                                  /* fragment header */
+            if (!first || p + 4 > end) return FAIL;
+            first = 0;
+            p += 4;
+            continue;
+        }
+        if (tok == 0x00) {                                  /* end of the fragment */
+            if (d != 0 || (named && unnamed)) return FAIL;
+            if (unnamed == 1) first_unnamed->single = 1;
+            return 0;
+        }
+        if (tok == 0x01) {                                  /* open start element */
+            const unsigned char *nm;
+            uint32_t n, after;
+            if (p + 7 > end || bx_name(c, p + 7, end, &nm, &n, &after)) return FAIL;
+            p = after + ((tk & 0x40) ? 4 : 0);
+            if (p > end || d + 1 >= BX_DEPTH || in_start) return FAIL;
+            int k = bx_child(st[d].kind, t->ctx, nm, n);
+            if (k < 0) return FAIL;
+            bx_frame *f = &st[++d];
+            memset(f, 0, sizeof *f);
+            f->kind = k;
+            in_start = 1;
+            attr = A_NONE;
+            if (k == E_SYS && !bx_emit(t, OP_SYS)) return FAIL;
+            if ((k == E_ED || k == E_UD) && !bx_emit(t, OP_ED)) return FAIL;
+            if (k == E_UDV) {
+                int ka;
+                const char *key = bx_arena_text(nm, n, &ka);
+                if (key == NULL || ka != 1 || n == 0 || key[0] == '_' || key[0] == '#' ||
+                    (n == 4 && memcmp(key, "Data", 4) == 0) ||
+                    (n == 6 && memcmp(key, "Binary", 6) == 0))
+                    return FAIL;
+                f->has_key = 1;
+                f->key = key;
+                f->kn = (int)n;
+            }
+            continue;
+        }
+        if (tok == 0x06) {                                  /* attribute */
+            const unsigned char *nm;
+            uint32_t n, after;
+            if (!in_start || bx_name(c, p + 1, end, &nm, &n, &after)) return FAIL;
+            p = after;
+            attr = bx_attr(st[d].kind, nm, n);
+            if (attr < 0) return FAIL;
+            attr_vals = 0;
+            continue;
+        }
+        if (tok == 0x02 || tok == 0x03 || tok == 0x04) {    /* close start / empty / end */
+            p++;
+            if (tok == 0x02) {
+                if (!in_start) return FAIL;
+                in_start = 0;
+                attr = A_NONE;
+                continue;
+            }
+            if (tok == 0x03 ? !in_start : in_start) return FAIL;
+            in_start = 0;
+            attr = A_NONE;
+            if (d == 0) return FAIL;
+            bx_frame *f = &st[d--];
+            int kind = 0;
+            switch (f->kind) {
+            case E_EID: kind = OP_EID; break;
+            case E_RID: kind = OP_RID; break;
+            case E_COMP: kind = OP_COMP; break;
+            case E_CHAN: kind = OP_CHAN; break;
+            case E_DATA: case E_UDV: kind = OP_DATA; break;
+            case E_BIN: kind = OP_BIN; break;
+            }
+            if (kind) {
+                bx_op *o = bx_emit(t, kind);
+                if (o == NULL) return FAIL;
+                bx_src(o, f);
+                if (kind == OP_BIN) {           /* EventData/Binary: the "Binary" key */
+                    o->key = "Binary";
+                    o->kn = 6;
+                }
+                if (kind == OP_DATA && !f->has_key) {
+                    /* unnamed Data: Data0, Data1... (from_evtx_json's list), never mixed with
+                     * named ones; a lone one is the crate's scalar */
+                    if (bxc->an + 16 > BX_ARENA) return FAIL;
+                    char *key = bxc->arena + bxc->an;
+                    f->kn = sprintf(key, "Data%d", unnamed++);
+                    bxc->an += (size_t)f->kn + 1;
+                    f->key = key;
+                    f->has_key = 1;
+                    if (unnamed == 1) first_unnamed = o;
+                } else if (kind == OP_DATA && f->kind == E_DATA) {
+                    named++;
+                }
+                if (kind == OP_DATA || kind == OP_BIN) {
+                    if (kind == OP_DATA) {
+                        o->key = f->key;
+                        o->kn = f->kn;
+                    }
+                    if (data0 < 0) data0 = (int)(o - bxc->ops);
+                    for (bx_op *q = bxc->ops + data0; q < o; q++)   /* a repeated Name */
+                        if (q->kind == OP_DATA && q->kn == o->kn &&
+                            memcmp(q->key, o->key, (size_t)o->kn) == 0)
+                            return FAIL;
+                }
+            }
+            continue;
+        }
+        /* a value: literal text or a substitution */
+        int idx = SRC_LIT, vascii = 1, litn = 0;
+        const char *lit = NULL;
+        if (tok == 0x05) {
+            if (p + 4 > end || c[p + 1] != 0x01) return FAIL;
+            uint32_t n = rd16(c + p + 2);
+            if (p + 4 + 2 * n > end) return FAIL;
+            lit = bx_arena_text(c + p + 4, n, &vascii);
+            if (lit == NULL) return FAIL;
+            litn = (int)n;
+            p += 4 + 2 * n;
+        } else if (tok == 0x0D || tok == 0x0E) {
+            if (p + 4 > end) return FAIL;
+            idx = (int)rd16(c + p + 1);
+            if (idx >= BX_MAXVALS) return FAIL;
+            p += 4;
+        } else {
+            return FAIL;        /* CDATA, character/entity references, PIs, nested templates */
+        }
+        if (in_start) {                                     /* an attribute's value */
+            if (attr == A_NONE) return FAIL;
+            if (attr == A_IGN) continue;
+            if (attr_vals++) return FAIL;
+            if (attr == A_NAME) {
+                bx_frame *f = &st[d];
+                if (idx != SRC_LIT || !vascii || litn == 0 || lit[0] == '_' || lit[0] == '#' ||
+                    (litn == 4 && memcmp(lit, "Data", 4) == 0) ||
+                    (litn == 6 && memcmp(lit, "Binary", 6) == 0))
+                    return FAIL;
+                f->has_key = 1;
+                f->key = lit;
+                f->kn = litn;
+                continue;
+            }
+            int kind = attr == A_PNAME ? OP_PNAME : attr == A_PESN ? OP_PESN :
+                       attr == A_STIME ? OP_STIME : OP_UID;
+            bx_op *o = bx_emit(t, kind);
+            if (o == NULL) return FAIL;
+            bx_frame tmp = {0};
+            tmp.nsrc = 1;
+            tmp.idx = idx;
+            tmp.lit = lit;
+            tmp.litn = litn;
+            tmp.lascii = vascii;
+            bx_src(o, &tmp);
+            continue;
+        }
+        bx_frame *f = &st[d];                               /* element content */
+        switch (f->kind) {
+        case E_EID: case E_RID: case E_COMP: case E_CHAN: case E_DATA: case E_BIN: case E_UDV:
+            if (f->nsrc++) return FAIL;
+            f->idx = idx;
+            f->lit = lit;
+            f->litn = litn;
+            f->lascii = vascii;
+            break;
+        case E_EVENT: case E_UD:
+            if (idx != SRC_LIT) {               /* a BinXml value: its fragment's content */
+                bx_op *o = bx_emit(t, OP_NEST);
+                if (o == NULL) return FAIL;
+                o->idx = idx;
+                o->single = f->kind == E_UD ? CTX_UD : CTX_NESTED;
+            } else if (f->kind == E_UD) {
+                return FAIL;
+            }
+            break;
+        case E_TOP: case E_ED: case E_UDW:
+            return FAIL;
+        default:
+            break;
+        }
+    }
+    return FAIL;                                            /* no end-of-fragment token */
+}
+
+static bx_tmpl *bx_template(const unsigned char *c, uint32_t off, int ctx) {
+    for (int i = 0; i < bxc->nt; i++)
+        if (bxc->t[i].off == off && bxc->t[i].ctx == ctx) return &bxc->t[i];
+    if (bxc->nt >= BX_MAXT) return NULL;
+    bx_tmpl *t = &bxc->t[bxc->nt++];
+    t->off = off;
+    t->ctx = ctx;
+    t->nops = 0;
+    t->ops = bxc->ops + bxc->nops;
+    t->ok = bx_compile_walk(t, c, off) == 0;
+    if (!t->ok) {
+        bxc->nops = (int)(t->ops - bxc->ops);   /* the ops of a declined template are dropped */
+        t->nops = 0;
+    }
+    return t;
+}
+
+typedef struct {
+    int n;
+    unsigned char vt[BX_MAXVALS];
+    uint32_t vp[BX_MAXVALS], vs[BX_MAXVALS];
+} bx_vals;
+
+/* the template instance at p (a 0x0C token) within [p, lim): its compiled template (NULL:
+ * decline) and its values */
+static bx_tmpl *bx_instance(const unsigned char *c, uint32_t p, uint32_t lim, int ctx,
+                            bx_vals *v) {
+    if (p + 10 > lim || c[p] != 0x0C) return NULL;
+    uint32_t def = rd32(c + p + 6), q = p + 10;
+    if (def == q) {                                 /* the definition follows inline */
+        if (q + 24 > lim) return NULL;
+        uint64_t e = (uint64_t)q + 24 + rd32(c + q + 20);
+        if (e > lim) return NULL;
+        q = (uint32_t)e;
+    }
+    if (def > CH_SIZE - 24) return NULL;
+    bx_tmpl *t = bx_template(c, def, ctx);
+    if (t == NULL || !t->ok) return NULL;
+    if (q + 4 > lim) return NULL;
+    uint32_t n = rd32(c + q);
+    if (n > BX_MAXVALS || (uint64_t)q + 4 + 4 * (uint64_t)n > lim) return NULL;
+    uint32_t dsc = q + 4, at = q + 4 + 4 * n;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t sz = rd16(c + dsc + 4 * i);
+        v->vt[i] = c[dsc + 4 * i + 2];
+        v->vp[i] = at;
+        v->vs[i] = sz;
+        at += sz;
+        if (at > lim) return NULL;
+    }
+    v->n = (int)n;
+    return t;
+}
+
+/* what a record reads into: the System fields (the view gets the EventData values) */
+typedef struct { const char *p; Py_ssize_t n; int ascii, set; } bx_sv;
+typedef struct {
+    long long eid, rid, tms;
+    int have_eid, have_rid, have_tms, n_sys, n_ed;
+    bx_sv comp, chan, pname, pesn, uid;
+} bx_sys;
+
+#define BX_UNCONSUMED 1
+#define BX_DECLINE 2
+
+static char *u64dec(char *o, uint64_t x) {
+    char b[24];
+    int n = 0;
+    do { b[n++] = (char)('0' + x % 10); x /= 10; } while (x);
+    while (n) *o++ = b[--n];
+    return o;
+}
+
+static char *u64hex(char *o, uint64_t x, int width, int upper) {
+    const char *dg = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+    char b[20];
+    int n = 0;
+    do { b[n++] = dg[x & 15]; x >>= 4; } while (x);
+    while (n < width) b[n++] = '0';
+    while (n) *o++ = b[--n];
+    return o;
+}
+
+/* a value rendered as from_evtx_json flattens the crate's JSON of it, at *sp (room checked
+ * by the caller: at most 4 * size + 48 bytes); BX_DECLINE for a type not rendered here */
+static int bx_render(const unsigned char *p, uint32_t sz, int type, char **sp, const char **v,
+                     Py_ssize_t *vn, int *ascii) {
+    char *o = *sp, *s = o;
+    *ascii = 1;
+    switch (type) {
+    case 0x00:                                          /* null */
+        break;
+    case 0x01: {            /* UTF-16 string: ASCII (1), else UTF-8 (0); -1: a NUL inside,
+                             * or a lone surrogate (the crate decides those) */
+        if (sz & 1) return BX_DECLINE;
+        uint32_t n = sz / 2;
+        while (n && p[2 * n - 2] == 0 && p[2 * n - 1] == 0) n--;     /* trailing NULs */
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t ch = rd16(p + 2 * i);
+            if (ch < 0x80) {
+                if (ch == 0) *ascii = -1;
+                *o++ = (char)ch;
+                continue;
+            }
+            if (*ascii == 1) *ascii = 0;
+            if (ch < 0x800) {
+                *o++ = (char)(0xC0 | ch >> 6);
+                *o++ = (char)(0x80 | (ch & 0x3F));
+            } else if (ch >= 0xD800 && ch < 0xE000) {
+                uint32_t lo = i + 1 < n ? rd16(p + 2 * i + 2) : 0;
+                if (ch >= 0xDC00 || lo < 0xDC00 || lo >= 0xE000) { *ascii = -1; *o++ = '?'; continue; }
+                uint32_t cp = 0x10000 + ((ch - 0xD800) << 10) + (lo - 0xDC00);
+                *o++ = (char)(0xF0 | cp >> 18);
+                *o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+                *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+                i++;
+            } else {
+                *o++ = (char)(0xE0 | ch >> 12);
+                *o++ = (char)(0x80 | (ch >> 6 & 0x3F));
+                *o++ = (char)(0x80 | (ch & 0x3F));
+            }
+        }
+        break;
+    }
+    case 0x03: if (sz != 1) return BX_DECLINE;
+        { int8_t x = (int8_t)p[0]; if (x < 0) { *o++ = '-'; o = u64dec(o, (uint64_t)(-(int)x)); }
+          else o = u64dec(o, (uint64_t)x); } break;
+    case 0x04: if (sz != 1) return BX_DECLINE; o = u64dec(o, p[0]); break;
+    case 0x05: if (sz != 2) return BX_DECLINE;
+        { int16_t x = (int16_t)rd16(p); if (x < 0) { *o++ = '-'; o = u64dec(o, (uint64_t)(-(int)x)); }
+          else o = u64dec(o, (uint64_t)x); } break;
+    case 0x06: if (sz != 2) return BX_DECLINE; o = u64dec(o, rd16(p)); break;
+    case 0x07: if (sz != 4) return BX_DECLINE;
+        { int32_t x = (int32_t)rd32(p); if (x < 0) { *o++ = '-'; o = u64dec(o, (uint64_t)(-(int64_t)x)); }
+          else o = u64dec(o, (uint64_t)x); } break;
+    case 0x08: if (sz != 4) return BX_DECLINE; o = u64dec(o, rd32(p)); break;
+    case 0x09: if (sz != 8) return BX_DECLINE;
+        { int64_t x = (int64_t)rd64(p); if (x < 0) { *o++ = '-'; o = u64dec(o, (uint64_t)0 - (uint64_t)x); }
+          else o = u64dec(o, (uint64_t)x); } break;
+    case 0x0A: if (sz != 8) return BX_DECLINE; o = u64dec(o, rd64(p)); break;
+    case 0x0D:                                          /* Bool: str(True) / str(False) */
+        if (sz != 4 || rd32(p) > 1) return BX_DECLINE;
+        if (rd32(p)) { memcpy(o, "True", 4); o += 4; } else { memcpy(o, "False", 5); o += 5; }
+        break;
+    case 0x0F:                                          /* GUID, upper case, no braces */
+        if (sz != 16) return BX_DECLINE;
+        o = u64hex(o, rd32(p), 8, 1); *o++ = '-';
+        o = u64hex(o, rd16(p + 4), 4, 1); *o++ = '-';
+        o = u64hex(o, rd16(p + 6), 4, 1); *o++ = '-';
+        for (int i = 8; i < 16; i++) {
+            if (i == 10) *o++ = '-';
+            o = u64hex(o, p[i], 2, 1);
+        }
+        break;
+    case 0x13: {                                        /* SID */
+        if (sz < 8) return BX_DECLINE;
+        uint32_t cnt = p[1];
+        if (sz != 8 + 4 * cnt || p[2] || p[3]) return BX_DECLINE;   /* authority < 2^32 */
+        uint64_t auth = rd32(p + 4);
+        auth = (auth & 0xFF) << 24 | (auth & 0xFF00) << 8 | (auth >> 8 & 0xFF00) | auth >> 24;
+        *o++ = 'S'; *o++ = '-';
+        o = u64dec(o, p[0]);
+        *o++ = '-';
+        o = u64dec(o, auth);
+        for (uint32_t i = 0; i < cnt; i++) { *o++ = '-'; o = u64dec(o, rd32(p + 8 + 4 * i)); }
+        break;
+    }
+    case 0x11: {                    /* FileTime: YYYY-MM-DDTHH:MM:SS.ffffffZ (microseconds) */
+        if (sz != 8) return BX_DECLINE;
+        uint64_t ft = rd64(p), us = ft / 10;
+        uint64_t secs = us / 1000000, frac = us % 1000000;
+        long long days = (long long)(secs / 86400), rem = (long long)(secs % 86400);
+        days -= 134774;                                     /* 1601-01-01 -> 1970-01-01 */
+        /* civil from days (H. Hinnant) */
+        long long z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+        long long doe = z - era * 146097;
+        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        long long y = yoe + era * 400, doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        long long mp = (5 * doy + 2) / 153, dd = doy - (153 * mp + 2) / 5 + 1;
+        long long mm = mp < 10 ? mp + 3 : mp - 9;
+        y += mm <= 2;
+        if (y < 1601 || y > 9999) return BX_DECLINE;
+        o += sprintf(o, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%06lluZ", y, mm, dd,
+                     rem / 3600, rem / 60 % 60, rem % 60, (unsigned long long)frac);
+        break;
+    }
+    case 0x14: if (sz != 4) return BX_DECLINE; *o++ = '0'; *o++ = 'x'; o = u64hex(o, rd32(p), 1, 0); break;
+    case 0x15: if (sz != 8) return BX_DECLINE; *o++ = '0'; *o++ = 'x'; o = u64hex(o, rd64(p), 1, 0); break;
+    default:
+        return BX_DECLINE;
+    }
+    *v = s;
+    *vn = o - s;
+    *sp = o;
+    return 0;
+}
+
+typedef struct {
+    const unsigned char *c;
+    char *sp, *send;            /* the scratch being filled */
+    bx_sys *y;
+    recview *rv;
+    int eid_only;               /* stop at the event id when the product does not consume it */
+} bx_run;
+
+/* an op's value as text: a literal, empty, or a substitution rendered */
+static int bx_value(bx_run *r, const bx_op *o, const bx_vals *v, const char **p, Py_ssize_t *n,
+                    int *ascii) {
+    if (o->idx == SRC_EMPTY) { *p = ""; *n = 0; *ascii = 1; return 0; }
+    if (o->idx == SRC_LIT) { *p = o->lit; *n = o->litn; *ascii = o->lascii; return 0; }
+    if (o->idx >= v->n) return BX_DECLINE;
+    uint32_t sz = v->vs[o->idx];
+    if (r->send - r->sp < 4 * (Py_ssize_t)sz + 48) return BX_DECLINE;
+    return bx_render(r->c + v->vp[o->idx], sz, v->vt[o->idx], &r->sp, p, n, ascii);
+}
+
+/* an integer op (EventID, EventRecordID): an unsigned/signed int value; null -> 0 */
+static int bx_int(bx_run *r, const bx_op *o, const bx_vals *v, long long *out, int nullok) {
+    if (o->idx < 0 || o->idx >= v->n) return BX_DECLINE;
+    const unsigned char *p = r->c + v->vp[o->idx];
+    uint32_t sz = v->vs[o->idx];
+    switch (v->vt[o->idx]) {
+    case 0x00: if (!nullok) return BX_DECLINE; *out = 0; return 0;
+    case 0x04: if (sz != 1) return BX_DECLINE; *out = p[0]; return 0;
+    case 0x06: if (sz != 2) return BX_DECLINE; *out = rd16(p); return 0;
+    case 0x08: if (sz != 4) return BX_DECLINE; *out = rd32(p); return 0;
+    case 0x0A: {
+        if (sz != 8) return BX_DECLINE;
+        uint64_t x = rd64(p);
+        if (x > (uint64_t)LLONG_MAX) return BX_DECLINE;
+        *out = (long long)x;
+        return 0;
+    }
+    default: return BX_DECLINE;
+    }
+}
+
+/* "Data0".."Data63": the keys of a lone unnamed Data holding a string array */
+static char dkeys[64][8];
+
+/* a string array (0x81: NUL-terminated UTF-16 strings): a lone unnamed Data's one key per
+ * string (from_evtx_json's Data list); a named one's strings joined with ", " */
+static int bx_strings(bx_run *r, const bx_op *o, const bx_vals *v) {
+    const unsigned char *p = r->c + v->vp[o->idx];
+    uint32_t sz = v->vs[o->idx];
+    if (sz == 0 || sz & 1 || rd16(p + sz - 2) != 0 || r->send - r->sp < 4 * (Py_ssize_t)sz + 48)
+        return BX_DECLINE;
+    char *s0 = r->sp;
+    int k = 0, all_ascii = 1;
+    uint32_t a = 0;
+    for (uint32_t i = 0; i < sz; i += 2) {
+        if (rd16(p + i) != 0) continue;
+        const char *t;
+        Py_ssize_t tn;
+        int ascii;
+        if (!o->single && k > 0) { *r->sp++ = ','; *r->sp++ = ' '; }
+        if (bx_render(p + a, i - a, 0x01, &r->sp, &t, &tn, &ascii)) return BX_DECLINE;
+        if (ascii < 0) all_ascii = -1;
+        else if (!ascii && all_ascii == 1) all_ascii = 0;
+        if (o->single) {
+            if (k >= 64) return BX_DECLINE;
+            if (dkeys[k][0] == 0) sprintf(dkeys[k], "Data%d", k);
+            if (rv_put(r->rv, dkeys[k], (Py_ssize_t)strlen(dkeys[k]), t, tn, ascii))
+                return BX_DECLINE;
+        }
+        k++;
+        a = i + 2;
+    }
+    if (!o->single && rv_put(r->rv, o->key, o->kn, s0, r->sp - s0, all_ascii)) return BX_DECLINE;
+    return 0;
+}
+
+static int bx_sysval(bx_run *r, const bx_op *o, const bx_vals *v, bx_sv *sv) {
+    if (sv->set++) return BX_DECLINE;
+    return bx_value(r, o, v, &sv->p, &sv->n, &sv->ascii);
+}
+
+static int bx_ops(bx_run *r, const bx_tmpl *t, const bx_vals *v, int depth) {
+    bx_sys *y = r->y;
+    int rc;
+    for (int i = 0; i < t->nops; i++) {
+        const bx_op *o = &t->ops[i];
+        switch (o->kind) {
+        case OP_SYS: y->n_sys++; break;
+        case OP_ED: y->n_ed++; break;
+        case OP_EID:
+            if (y->have_eid++ || (rc = bx_int(r, o, v, &y->eid, 0))) return BX_DECLINE;
+            if (r->eid_only && (y->eid >= MAX_EID || !consumed[y->eid])) return BX_UNCONSUMED;
+            break;
+        case OP_RID:
+            if (y->have_rid++ || bx_int(r, o, v, &y->rid, 1)) return BX_DECLINE;
+            break;
+        case OP_STIME: {
+            if (y->have_tms++ || o->idx < 0 || o->idx >= v->n || v->vt[o->idx] != 0x11 ||
+                v->vs[o->idx] != 8)
+                return BX_DECLINE;
+            uint64_t ft = rd64(r->c + v->vp[o->idx]) / 10000;       /* ms since 1601 */
+            if (ft < 11644473600000ULL || ft - 11644473600000ULL > 253402300799999ULL)
+                return BX_DECLINE;
+            y->tms = (long long)(ft - 11644473600000ULL);
+            break;
+        }
+        case OP_COMP: if (bx_sysval(r, o, v, &y->comp)) return BX_DECLINE; break;
+        case OP_CHAN: if (bx_sysval(r, o, v, &y->chan)) return BX_DECLINE; break;
+        case OP_PNAME: if (bx_sysval(r, o, v, &y->pname)) return BX_DECLINE; break;
+        case OP_PESN: if (bx_sysval(r, o, v, &y->pesn)) return BX_DECLINE; break;
+        case OP_UID: if (bx_sysval(r, o, v, &y->uid)) return BX_DECLINE; break;
+        case OP_DATA: {
+            const char *p;
+            Py_ssize_t n;
+            int ascii;
+            if (o->idx >= 0 && o->idx < v->n && v->vt[o->idx] == 0x81) {
+                if (bx_strings(r, o, v)) return BX_DECLINE;
+                break;
+            }
+            if (o->single && (o->idx == SRC_EMPTY || (o->idx >= 0 && o->idx < v->n &&
+                                                      v->vt[o->idx] == 0x00)))
+                break;                                      /* "Data": null -> no key */
+            if (bx_value(r, o, v, &p, &n, &ascii)) return BX_DECLINE;
+            if (o->single && n == 0) return BX_DECLINE;
+            if (rv_put(r->rv, o->key, o->kn, p, n, ascii)) return BX_DECLINE;
+            break;
+        }
+        case OP_BIN: {
+            /* from_evtx_json keeps a Binary that the crate renders as a string (hex, upper
+             * case) and drops a null one */
+            if (o->idx < 0 || o->idx >= v->n) return BX_DECLINE;
+            uint32_t sz = v->vs[o->idx];
+            if (v->vt[o->idx] == 0x00) break;
+            if (v->vt[o->idx] != 0x0E || sz == 0 || r->send - r->sp < 2 * (Py_ssize_t)sz + 8)
+                return BX_DECLINE;
+            const unsigned char *b = r->c + v->vp[o->idx];
+            char *s0 = r->sp;
+            for (uint32_t k = 0; k < sz; k++) r->sp = u64hex(r->sp, b[k], 2, 1);
+            if (rv_put(r->rv, o->key, o->kn, s0, r->sp - s0, 1)) return BX_DECLINE;
+            break;
+        }
+        case OP_NEST: {
+            if (o->idx >= v->n) return BX_DECLINE;
+            int vt = v->vt[o->idx];
+            if (vt == 0x00) break;
+            uint32_t at = v->vp[o->idx], lim = at + v->vs[o->idx];
+            if (vt != 0x21 || depth || at + 4 > lim || r->c[at] != 0x0F) return BX_DECLINE;
+            bx_vals nv;
+            bx_tmpl *nt = bx_instance(r->c, at + 4, lim, o->single, &nv);
+            if (nt == NULL) return BX_DECLINE;
+            if ((rc = bx_ops(r, nt, &nv, depth + 1))) return rc;
+            break;
+        }
+        }
+    }
+    return 0;
+}
+
+/* the record at off (size bytes, its layout checked by chunk_records) into *y and the view;
+ * 0, BX_UNCONSUMED (y->eid: an id the product does not consume), BX_DECLINE, -1 (error) */
+static int bx_read(const unsigned char *c, uint32_t off, uint32_t size, bx_sys *y, recview *rv,
+                   int eid_only) {
+    memset(y, 0, sizeof *y);
+    rv->dict = NULL;
+    rv->n = 0;
+    memset(rv->slot, 0, sizeof rv->slot);
+    uint32_t p = off + 24, lim = off + size - 4;
+    if (p + 4 > lim || c[p] != 0x0F) return BX_DECLINE;
+    if (scratch_reserve(8 * (Py_ssize_t)size + 4096)) return -1;
+    bx_run r = {c, scratch, scratch + scratch_cap, y, rv, eid_only};
+    bx_vals v;
+    bx_tmpl *t = bx_instance(c, p + 4, lim, CTX_OUTER, &v);
+    if (t == NULL) return BX_DECLINE;
+    int rc = bx_ops(&r, t, &v, 0);
+    if (rc) return rc;
+    if (y->n_sys != 1 || y->have_eid != 1 || y->have_tms != 1 || y->n_ed > 1)
+        return BX_DECLINE;
+    if (eid_only && (y->eid >= MAX_EID || !consumed[y->eid])) return BX_UNCONSUMED;
+    return 0;
+}
+
+static const bx_sv *bx_provider(const bx_sys *y) {
+    if (y->pname.set && y->pname.n > 0) return &y->pname;
+    if (y->pesn.set && y->pesn.n > 0) return &y->pesn;
+    return NULL;
+}
+
+static int bx_sysput(recview *rv, PyObject *key, const bx_sv *v) {
+    const char *p = "";
+    Py_ssize_t n = 0;
+    int ascii = 1;
+    if (v != NULL && v->set) { p = v->p; n = v->n; ascii = v->ascii; }
+    return rv_put(rv, (const char *)PyUnicode_DATA(key), PyUnicode_GET_LENGTH(key), p, n, ascii);
+}
+
+/* a record of a chunk to its event, in the sink: as evtx_record (0 / 1 / DECLINE_REC / -1) */
+static int bx_record(const unsigned char *c, uint32_t off, uint32_t size, sink_t *sk,
+                     long long *eid) {
+    if (etable == NULL) return DECLINE_REC;
+    bx_sys Y;
+    recview rv;
+    int rc = bx_read(c, off, size, &Y, &rv, 1);
+    if (rc < 0) return -1;
+    if (rc == BX_UNCONSUMED) { *eid = Y.eid; return 1; }
+    if (rc || !etable[Y.eid].used) return DECLINE_REC;
+    if (bx_sysput(&rv, K_computer, &Y.comp) || bx_sysput(&rv, K_channel, &Y.chan) ||
+        bx_sysput(&rv, K_provider, bx_provider(&Y)) || bx_sysput(&rv, K_user_sid, &Y.uid))
+        return DECLINE_REC;
+    espec *e = &etable[Y.eid];
+    const char *cp, *pp;
+    Py_ssize_t cn, pn;
+    PyObject *o;
+    int present;
+    if (rv_raw(&rv, K_channel, &cp, &cn, &o, &present) ||
+        rv_raw(&rv, K_provider, &pp, &pn, &o, &present) || !chan_ok(e->chan_rule, cp, cn, pp, pn))
+        return DECLINE_REC;
+    rc = normalize_core(&rv, e, sk, Y.eid, Y.tms, Y.rid);
+    if (rc == 0) {
+        *eid = Y.eid;
+        return 0;
+    }
+    if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return -1;
+    PyErr_Clear();
+    return DECLINE_REC;
+}
+
+/* The records of a chunk whose layout the reader takes: from 512 up to the free-space offset,
+ * each with its signature, a size that fits and the size copy at its end, the last one the
+ * header's last record (where the crate stops) and at the header's last-record offset.
+ * Fills offs/sizes/rids (up to CH_SIZE / 28 records); returns the count, or -1 (the chunk is
+ * left to the crate). */
+#define CH_MAXREC (CH_SIZE / 28)
+static int chunk_layout(const unsigned char *c, Py_ssize_t len, uint32_t *offs, uint32_t *sizes,
+                        uint64_t *rids) {
+    if (len != CH_SIZE || memcmp(c, "ElfChnk\0", 8) != 0) return -1;
+    uint64_t last_id = rd64(c + 32);
+    uint32_t last_off = rd32(c + 44), free = rd32(c + 48);
+    if (free < 512 || free > CH_SIZE) return -1;
+    uint32_t off = 512;
+    int n = 0;
+    while (off < free) {
+        if (off + 28 > free || rd32(c + off) != 0x00002A2A) return -1;
+        uint32_t sz = rd32(c + off + 4);
+        if (sz < 28 || sz > free - off || rd32(c + off + sz - 4) != sz) return -1;
+        uint64_t rid = rd64(c + off + 8);
+        if (n >= CH_MAXREC) return -1;
+        offs[n] = off;
+        sizes[n] = sz;
+        rids[n] = rid;
+        n++;
+        off += sz;
+        if (rid == last_id) break;
+    }
+    if (n == 0 || rids[n - 1] != last_id || offs[n - 1] != last_off) return -1;
+    return n;
+}
+
+/* a chunk's layout, cached for the chunk object last asked about */
+static struct {
+    PyObject *chunk;
+    int n;
+    uint32_t offs[CH_MAXREC], sizes[CH_MAXREC];
+    uint64_t rids[CH_MAXREC];
+} *chl = NULL;
+
+static int chunk_get(PyObject *chunk) {
+    if (!PyBytes_CheckExact(chunk)) {
+        PyErr_SetString(PyExc_TypeError, "a chunk is a bytes object");
+        return -2;
+    }
+    if (chl == NULL) {
+        chl = PyMem_Calloc(1, sizeof *chl);
+        if (chl == NULL) { PyErr_NoMemory(); return -2; }
+    }
+    if (chl->chunk != chunk) {
+        Py_INCREF(chunk);
+        Py_XSETREF(chl->chunk, chunk);
+        chl->n = chunk_layout((const unsigned char *)PyBytes_AS_STRING(chunk),
+                              PyBytes_GET_SIZE(chunk), chl->offs, chl->sizes, chl->rids);
+    }
+    if (bx_bind(chunk)) return -2;
+    return chl->n;
+}
+
+/* chunk_records(chunk, start_record) -> None (the crate reads the chunk) or (n, lo, rids):
+ * n records, lo = the index of the first one above start_record, rids their record ids */
+static PyObject *chunk_records(PyObject *self, PyObject *args) {
+    PyObject *chunk;
+    long long start;
+    if (!PyArg_ParseTuple(args, "OL", &chunk, &start)) return NULL;
+    int n = chunk_get(chunk);
+    if (n == -2) return NULL;
+    if (n < 0) Py_RETURN_NONE;
+    PyObject *rids = PyList_New(n);
+    if (rids == NULL) return NULL;
+    int lo = n;
+    for (int i = 0; i < n; i++) {
+        PyObject *x = PyLong_FromUnsignedLongLong(chl->rids[i]);
+        if (x == NULL) { Py_DECREF(rids); return NULL; }
+        PyList_SET_ITEM(rids, i, x);
+        if (lo == n && chl->rids[i] > (unsigned long long)(start < 0 ? 0 : start)) lo = i;
+    }
+    /* record ids grow within a chunk: the ones above start_record are a suffix */
+    for (int i = lo; i < n; i++)
+        if (chl->rids[i] <= (unsigned long long)(start < 0 ? 0 : start)) {
+            Py_DECREF(rids);
+            Py_RETURN_NONE;
+        }
+    return Py_BuildValue("(iiN)", n, lo, rids);
+}
+
+/* chunk_flat(chunk, i) -> the flat record (records.from_evtx_json) of record i, None when
+ * declined (tests: the reader against the crate, record by record) */
+static PyObject *chunk_flat(PyObject *self, PyObject *args) {
+    PyObject *chunk;
+    int i;
+    if (!PyArg_ParseTuple(args, "Oi", &chunk, &i)) return NULL;
+    int n = chunk_get(chunk);
+    if (n == -2) return NULL;
+    if (i < 0 || i >= n) Py_RETURN_NONE;
+    const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
+    bx_sys Y;
+    recview rv;
+    int rc = bx_read(c, chl->offs[i], chl->sizes[i], &Y, &rv, 0);
+    if (rc < 0) return NULL;
+    if (rc) Py_RETURN_NONE;
+    const bx_sv *prov = bx_provider(&Y);
+    const bx_sv *sv[4] = {&Y.comp, &Y.chan, prov, &Y.uid};
+    for (int k = 0; k < 4; k++)
+        if (sv[k] != NULL && sv[k]->set && sv[k]->ascii < 0) Py_RETURN_NONE;
+    for (int k = 0; k < rv.n; k++)
+        if (rv.e[k].ascii < 0) Py_RETURN_NONE;
+    PyObject *rec = _PyDict_NewPresized(rv.n + 7);
+    if (rec == NULL) return NULL;
+    PyObject *keys[4] = {K_computer, K_channel, K_provider, K_user_sid};
+    if (put(rec, K_eid, PyLong_FromLongLong(Y.eid)) ||
+        put(rec, K_time_ms, PyLong_FromLongLong(Y.tms)))
+        goto fail;
+    for (int k = 0; k < 4; k++) {
+        const bx_sv *s = sv[k];
+        PyObject *val = (s == NULL || !s->set) ? (Py_INCREF(S_empty), S_empty) :
+                        s->ascii ? ascii_str(s->p, s->n) : PyUnicode_DecodeUTF8(s->p, s->n, NULL);
+        if (put(rec, keys[k], val)) goto fail;
+        if (k == 2 && put(rec, K_record, PyLong_FromLongLong(Y.rid))) goto fail;
+    }
+    scan S = {NULL, NULL, 1};
+    for (int k = 0; k < rv.n; k++) {
+        rv_entry *e = &rv.e[k];
+        PyObject *key = key_str(&S, e->k, e->kn);
+        if (key == NULL) goto fail;
+        int r = put(rec, key, e->ascii ? ascii_str(e->v, e->vn)
+                                       : PyUnicode_DecodeUTF8(e->v, e->vn, NULL));
+        Py_DECREF(key);
+        if (r) goto fail;
+    }
+    return rec;
+fail:
+    Py_DECREF(rec);
+    return NULL;
+}
+
+/* chunk_event(chunk, i) -> record i's event dict, its event id (an int: not consumed), or
+ * None (declined) -- evtx_event for a chunk's record */
+static PyObject *chunk_event(PyObject *self, PyObject *args) {
+    PyObject *chunk;
+    int i;
+    if (!PyArg_ParseTuple(args, "Oi", &chunk, &i)) return NULL;
+    int n = chunk_get(chunk);
+    if (n == -2) return NULL;
+    if (i < 0 || i >= n) Py_RETURN_NONE;
+    const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
+    sink_t ev;
+    long long eid = 0;
+    ev.dict = _PyDict_NewPresized(24);
+    if (ev.dict == NULL) return NULL;
+    int rc = bx_record(c, chl->offs[i], chl->sizes[i], &ev, &eid);
+    if (rc == 0) return ev.dict;
+    Py_DECREF(ev.dict);
+    if (rc < 0) return NULL;
+    if (rc == 1) return PyLong_FromLongLong(eid);
+    Py_RETURN_NONE;
+}
+
+/* NativeBatcher.add_chunk(chunk, i, hi, seq, read_ids, unknown_ids) -> (stop, seq, read,
+ * normalized, unknown, batches|None): records i..hi-1 of a chunk (chunk_records said it is
+ * read here), as add_evtx does for JSON records */
+static PyObject *nb_add_chunk(NBatcher *self, PyObject *args) {
+    PyObject *chunk, *read_ids, *unk_ids, *out = NULL;
+    int i, hi;
+    long long seq;
+    if (!PyArg_ParseTuple(args, "OiiLO!O!", &chunk, &i, &hi, &seq, &PyDict_Type, &read_ids,
+                          &PyDict_Type, &unk_ids))
+        return NULL;
+    int n = chunk_get(chunk);
+    if (n == -2) return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "add_chunk: a chunk the reader does not take");
+        return NULL;
+    }
+    if (hi > n) hi = n;
+    if (i < 0) i = 0;
+    const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
+    long n_norm = 0, n_unk = 0, n_read = 0;
+    idcount rc_, uc_;
+    rc_.n = uc_.n = 0;
+    sink_t row;
+    for (; i < hi; i++) {
+        long long id = 0;
+        sink_row(&row, &self->L);
+        int r = bx_record(c, chl->offs[i], chl->sizes[i], &row, &id);
+        if (r != 0) sink_clear(&row);
+        if (r < 0) goto fail;
+        if (r == DECLINE_REC) break;
+        n_read++;
+        if (r == 1) {
+            if (idc_add(&rc_, id, read_ids) || idc_add(&uc_, id, unk_ids)) goto fail;
+            n_unk++;
+            continue;
+        }
+        seq++;
+        int bad = idc_add(&rc_, id, read_ids) || nb_add_row(self, &row, seq, &out);
+        sink_clear(&row);
+        if (bad) goto fail;
+        n_norm++;
+    }
+    if (idc_flush(&rc_, read_ids) || idc_flush(&uc_, unk_ids)) goto fail;
+    PyObject *res = Py_BuildValue("(iLlllO)", i, seq, n_read, n_norm, n_unk, out ? out : Py_None);
+    Py_XDECREF(out);
+    return res;
+fail:
+    Py_XDECREF(out);
+    return NULL;
+}
+
 static int key_or_null(PyObject *o, PyObject **out) {
     if (o == Py_None) { *out = NULL; return 0; }
     if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_ASCII(o)) {
@@ -2585,6 +3613,14 @@ static PyMethodDef methods[] = {
     {"evtx_event", evtx_event, METH_O,
      "One evtx JSON record straight to its event: the event dict, the id (an int) of a record "
      "the normalizer does not consume, or None (take the Python path)."},
+    {"chunk_records", chunk_records, METH_VARARGS,
+     "chunk_records(chunk, start_record) -> (n, lo, rids) when the chunk's layout is one the "
+     "binary-XML reader takes (lo: the first record above start_record), else None."},
+    {"chunk_flat", chunk_flat, METH_VARARGS,
+     "chunk_flat(chunk, i) -> record i's flat record (records.from_evtx_json), or None."},
+    {"chunk_event", chunk_event, METH_VARARGS,
+     "chunk_event(chunk, i) -> record i's event dict, its event id when not consumed, or "
+     "None (declined)."},
     {"build_columns", build_columns, METH_VARARGS,
      "build_columns(events, layout): ((column bytes...), string-column bytes, table), or "
      "(\"events\", events) when a value needs the Python build."},

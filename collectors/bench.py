@@ -289,7 +289,7 @@ class RepeatSource:
         self.fs.native_blocks = v
 
     def poll(self):
-        from .evtx_source import EvtxBlock, _kind
+        from .evtx_source import EvtxBlock, EvtxChunk, _kind
 
         rnd = 0
         while self.read < self.target:
@@ -303,7 +303,12 @@ class RepeatSource:
                     it = self.fs._text(f, f"{f}#{rnd}", f.stat())
                 for item in it:
                     rec = item[0]
-                    if rec.__class__ is EvtxBlock:
+                    if rec.__class__ is EvtxChunk:
+                        room = self.target - self.read
+                        if len(rec) > room:             # exactly `target` records
+                            rec.hi = rec.lo + room
+                        self.read += len(rec)
+                    elif rec.__class__ is EvtxBlock:
                         room = self.target - self.read
                         if len(rec) > room:             # exactly `target` records
                             del rec.datas[room:], rec.rids[room:]
@@ -397,6 +402,7 @@ def run_bench(files: list[str], events: int, bootstrap: str | None = None,
                 "batches": rep["batches"], "delivered_events": rep["delivered_events"],
                 "elapsed_s": round(el, 3), "process_cpu_s": round(cpu, 3),
                 "files": len(files), "flushed": rep["flushed"], "hot_path": native.status(),
+                "evtx_reader": native.evtx_reader(),
                 **(info or {}),
                 "loadavg_1m": round(os.getloadavg()[0], 2)}
     finally:

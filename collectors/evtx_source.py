@@ -340,6 +340,55 @@ def iter_evtx_blocks(path, start_record: int = 0, threads: int = 1,
             return
 
 
+class EvtxChunk:
+    """The records ``lo .. hi-1`` of one 64 KiB EVTX chunk, for the pipeline's binary-XML path
+    (:meth:`collectors.pipeline.CollectorPipeline._process_chunk`): the chunk's bytes as they
+    are on disk, read in C; ``header`` is the file's header, so that a record the C reader
+    declines can be taken from the ``evtx`` crate (the chunk parsed on its own,
+    :meth:`crate_item`). The item that carries a chunk has the position of its last record."""
+
+    __slots__ = ("data", "header", "lo", "hi", "rids", "_crate")
+
+    def __init__(self, data: bytes, header: bytes, lo: int, rids: list[int]):
+        self.data = data
+        self.header = header
+        self.lo = lo
+        self.hi = len(rids)
+        self.rids = rids
+        self._crate: list | None = None
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def crate_item(self, i: int) -> tuple:
+        """``(record_id, json_str | None, error | None)`` of record ``i`` as the crate gives
+        it: the chunk is parsed once by the crate (after the file header, as a file of its
+        own), which yields one record or one error per record of a chunk whose layout the C
+        reader checked; record ``i`` is the crate's ``i``-th item."""
+        if self._crate is None:
+            self._crate = [(rid, data, err) for rid, data, err in
+                           iter_evtx_records(io.BytesIO(self.header + self.data))]
+        items = self._crate
+        if len(items) == len(self.rids) and (items[i][2] is not None
+                                             or items[i][0] == self.rids[i]):
+            return items[i]
+        rid = self.rids[i]          # the crate saw the chunk otherwise: find the record by id
+        for it in items:
+            if it[0] == rid and it[2] is None:
+                return it
+        return rid, None, ParseError(f"corrupt EVTX record: record {rid} not readable")
+
+
+def _read_exact(f, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        b = f.read(n - len(out))
+        if not b:
+            break
+        out += b
+    return out
+
+
 class FileSource:
     """EVTX / text files, one shot or followed.
 
@@ -490,6 +539,9 @@ class FileSource:
     def _evtx_records(self, src, path: Path, sid: str, last: int,
                       first: int | None) -> Iterator[Item]:
         origin = str(path)
+        if self.native_blocks and native.BINXML:
+            yield from self._evtx_chunks(src, origin, sid, last, first)
+            return
         if self.native_blocks and _NATIVE_FLAT is not None:
             yield from self._evtx_blocks(src, origin, sid, last, first)
             return
@@ -516,6 +568,55 @@ class FileSource:
             p = {"record_id": blk.rids[-1], "first_record_id": first}
             self.positions[sid] = p
             yield blk, None, origin, None, sid, p
+
+    def _evtx_chunks(self, src, origin: str, sid: str, last: int,
+                     first: int | None) -> Iterator[Item]:
+        """The file's chunks, each an :class:`EvtxChunk` for the C reader; a chunk whose
+        layout it does not take is parsed by the crate on its own, its records (and errors)
+        yielded one by one as :meth:`_evtx_records` does. What the crate skips is skipped
+        too: all-zero (preallocated) chunks, and the partial chunk a truncated copy ends
+        with (reported by :meth:`_evtx_source`)."""
+        f = open(src, "rb") if isinstance(src, str) else src
+        try:
+            f.seek(0)
+            header = _read_exact(f, EVTX_FILE_HEADER)
+            if len(header) < EVTX_FILE_HEADER or not header.startswith(EVTX_MAGIC):
+                f.seek(0)               # a header the crate judges: its path, its errors
+                yield from self._evtx_blocks(src, origin, sid, last, first)
+                return
+            chunk_records = native.ext.chunk_records
+            while True:
+                c = _read_exact(f, EVTX_CHUNK)
+                if len(c) < EVTX_CHUNK:
+                    return
+                r = chunk_records(c, last)
+                if r is None:
+                    if c.count(0) == EVTX_CHUNK:
+                        continue
+                    for rid, data, err in iter_evtx_records(io.BytesIO(header + c), last):
+                        if err is not None:
+                            yield None, err, origin, b"", sid, None
+                            continue
+                        if first is None:
+                            first = rid
+                        self.records_read += 1
+                        p = {"record_id": rid, "first_record_id": first}
+                        self.positions[sid] = p
+                        yield evtx_item(data, origin, rid, sid, p)
+                    continue
+                n, lo, rids = r
+                if lo >= n:
+                    continue
+                if first is None:
+                    first = rids[lo]
+                blk = EvtxChunk(c, header, lo, rids)
+                self.records_read += len(blk)
+                p = {"record_id": rids[-1], "first_record_id": first}
+                self.positions[sid] = p
+                yield blk, None, origin, None, sid, p
+        finally:
+            if f is not src:
+                f.close()
 
     # -- text --------------------------------------------------------------------------------
     def _text(self, path: Path, sid: str, st: os.stat_result) -> Iterator[Item]:

@@ -15,10 +15,16 @@ collectors/test_native.py compares them on fixtures, generated records and every
 * ``NativeBatcher``        -- :class:`collectors.batcher.Batcher` (``native=False``), and
   ``add_evtx``: a block of EVTX records through ``evtx_event`` into the batches (the
   pipeline's block path, :meth:`collectors.pipeline.CollectorPipeline._process_block`)
+* ``chunk_records`` / ``chunk_flat`` / ``chunk_event`` and ``NativeBatcher.add_chunk`` --
+  the binary-XML reader: an EVTX chunk's records read in place, without the ``evtx`` crate's
+  JSON (the same flat records and events as the crate's JSON through the functions above;
+  a record it declines is taken from the crate, see
+  :meth:`collectors.pipeline.CollectorPipeline._process_chunk`)
 
 ``ITDR_NATIVE=0`` in the environment turns the extension off (A/B measurements, or to rule it
-out when something looks wrong); ``ITDR_NATIVE_PATH=FILE`` loads another build of it (the
-sanitizer test).
+out when something looks wrong); ``ITDR_BINXML=0`` turns off only the binary-XML reader (EVTX
+records then come from the crate's JSON, scanned in C); ``ITDR_NATIVE_PATH=FILE`` loads
+another build of the extension (the sanitizer test).
 """
 
 from __future__ import annotations
@@ -55,8 +61,18 @@ except ImportError as e:  # no compiler at install time, or turned off
         log.debug("collectors._native not available (%s): the Python path runs", e)
 
 AVAILABLE = ext is not None
+# the binary-XML chunk reader (an older build of the extension has none)
+BINXML = (AVAILABLE and hasattr(ext, "chunk_records")
+          and os.environ.get("ITDR_BINXML", "1").strip().lower() not in ("0", "false", "no",
+                                                                         "off"))
 
 
 def status() -> str:
     """``"native"`` or ``"python"`` (reported by the bench and the heartbeat)."""
     return "native" if AVAILABLE else "python"
+
+
+def evtx_reader() -> str:
+    """How EVTX records are read: ``"binxml"`` (the chunk reader in C), ``"crate-json"``
+    (the crate's JSON, scanned in C) or ``"python"``."""
+    return "binxml" if BINXML else "crate-json" if AVAILABLE else "python"

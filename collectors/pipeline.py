@@ -20,8 +20,9 @@ from stream.metrics import (COLLECTOR_CHECKPOINT_LAG, COLLECTOR_EVENTS_DEAD_LETT
                             COLLECTOR_EVENTS_UNKNOWN)
 from stream.settings import DEFAULT_BATCH_EVENTS, TopicSettings
 
+from . import native
 from .batcher import Batcher
-from .evtx_source import EvtxBlock, evtx_item
+from .evtx_source import EvtxBlock, EvtxChunk, evtx_item
 from .checkpoint import CheckpointStore
 from .normalize import Normalizer
 from .producer import BatchProducer
@@ -149,6 +150,7 @@ class CollectorPipeline:
         datas = blk.datas
         n = len(datas)
         nb = self.batcher.native
+        chunk_flat = native.ext.chunk_flat
         st, nz = self.stats, self.normalizer
         i = 0
         while i < n:
@@ -170,6 +172,46 @@ class CollectorPipeline:
             self.process_item(*evtx_item(datas[stop], origin, blk.rids[stop], None, None))
             i = stop + 1
 
+    def _process_chunk(self, blk: EvtxChunk, err, origin: str, raw, sid: str, pos) -> None:
+        """The records of an EVTX chunk in order: runs of them read in C from the chunk's
+        binary XML (NativeBatcher.add_chunk). A record the C normalizer declines (a value it
+        does not fold, such as a non-ASCII name) goes through :meth:`process_item` as the
+        flat record the reader gives (``chunk_flat``), or, when the reader declines that too,
+        as the crate gives it (:meth:`EvtxChunk.crate_item`)."""
+        if pos is not None and sid is not None:
+            self._positions[sid] = pos
+        nb = self.batcher.native
+        chunk_flat = native.ext.chunk_flat
+        st, nz = self.stats, self.normalizer
+        data, hi = blk.data, blk.hi
+        i = blk.lo
+        while i < hi:
+            stop, self._seq, k, n_norm, n_unk, out = nb.add_chunk(
+                data, i, hi, self._seq, st.event_ids, nz.unknown_ids)
+            st.read += k
+            self._epoch_read += k
+            st.normalized += n_norm
+            nz.normalized += n_norm
+            st.unknown += n_unk
+            nz.unknown += n_unk
+            if out is not None:
+                for x in out:
+                    self.producer.send_batch(self.batcher.message(*x))
+                    st.batches += 1
+            if stop >= hi:
+                break
+            rec = chunk_flat(data, stop)        # the flat record, for the Python normalizer
+            if rec is not None:
+                self.process_item(rec, None, f"{origin}#{blk.rids[stop]}", None, None, None)
+                i = stop + 1
+                continue
+            rid, js, e = blk.crate_item(stop)   # what the reader does not take: the crate's
+            if e is not None:
+                self.process_item(None, e, f"{origin}#{rid}", b"", None, None)
+            else:
+                self.process_item(*evtx_item(js, origin, rid, None, None))
+            i = stop + 1
+
     def _pump(self, i: int, src, now: float) -> tuple[int, bool]:
         """Pull up to ``budget`` items from source ``i``. Returns (items, pass_finished)."""
         it = self._iters.get(i)
@@ -182,7 +224,10 @@ class CollectorPipeline:
         proc = self.process_item
         for item in it:
             rec = item[0]
-            if rec.__class__ is EvtxBlock:
+            if rec.__class__ is EvtxChunk:
+                self._process_chunk(*item)
+                n += len(rec)
+            elif rec.__class__ is EvtxBlock:
                 self._process_block(*item)
                 n += len(rec)
             else:
