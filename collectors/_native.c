@@ -2502,7 +2502,8 @@ typedef struct {
     int kind, idx;              /* idx: a substitution, SRC_LIT, SRC_EMPTY */
     const char *key, *lit;      /* key: Data[@Name]; lit: a literal's text */
     int kn, litn, lascii;
-    int single;                 /* a lone unnamed Data: null -> no key; OP_NEST: the context */
+    int single;                 /* a lone unnamed Data; OP_NEST: the context */
+    int unnamed;                /* an unnamed Data: its key is the record's next DataN */
 } bx_op;
 
 typedef struct {
@@ -2750,15 +2751,12 @@ static int bx_compile_walk(bx_tmpl *t, const unsigned char *c, uint32_t off) {
                     o->kn = 6;
                 }
                 if (kind == OP_DATA && !f->has_key) {
-                    /* unnamed Data: Data0, Data1... (from_evtx_json's list), never mixed with
-                     * named ones; a lone one is the crate's scalar */
-                    if (bxc->an + 16 > BX_ARENA) return FAIL;
-                    char *key = bxc->arena + bxc->an;
-                    f->kn = sprintf(key, "Data%d", unnamed++);
-                    bxc->an += (size_t)f->kn + 1;
-                    f->key = key;
-                    f->has_key = 1;
-                    if (unnamed == 1) first_unnamed = o;
+                    /* unnamed Data: Data0, Data1... (from_evtx_json's list, string arrays
+                     * spliced in: the keys are numbered per record), never mixed with named
+                     * ones; a lone one is the crate's scalar */
+                    o->unnamed = 1;
+                    if (++unnamed == 1) first_unnamed = o;
+                    continue;
                 } else if (kind == OP_DATA && f->kind == E_DATA) {
                     named++;
                 }
@@ -2801,7 +2799,7 @@ static int bx_compile_walk(bx_tmpl *t, const unsigned char *c, uint32_t off) {
             if (attr_vals++) return FAIL;
             if (attr == A_NAME) {
                 bx_frame *f = &st[d];
-                if (idx != SRC_LIT || !vascii || litn == 0 || lit[0] == '_' || lit[0] == '#' ||
+                if (idx != SRC_LIT || vascii != 1 || litn == 0 || lit[0] == '_' || lit[0] == '#' ||
                     (litn == 4 && memcmp(lit, "Data", 4) == 0) ||
                     (litn == 6 && memcmp(lit, "Binary", 6) == 0))
                     return FAIL;
@@ -2874,24 +2872,22 @@ typedef struct {
     uint32_t vp[BX_MAXVALS], vs[BX_MAXVALS];
 } bx_vals;
 
-/* the template instance at p (a 0x0C token) within [p, lim): its compiled template (NULL:
- * decline) and its values */
-static bx_tmpl *bx_instance(const unsigned char *c, uint32_t p, uint32_t lim, int ctx,
-                            bx_vals *v) {
-    if (p + 10 > lim || c[p] != 0x0C) return NULL;
-    uint32_t def = rd32(c + p + 6), q = p + 10;
-    if (def == q) {                                 /* the definition follows inline */
-        if (q + 24 > lim) return NULL;
+/* a template instance's header and values at p (a 0x0C token) within [p, lim): *def = its
+ * template's offset; FAIL when it does not fit */
+static int bx_inst_vals(const unsigned char *c, uint32_t p, uint32_t lim, bx_vals *v,
+                        uint32_t *def) {
+    if (p + 10 > lim || c[p] != 0x0C) return FAIL;
+    uint32_t q = p + 10;
+    *def = rd32(c + p + 6);
+    if (*def == q) {                                /* the definition follows inline */
+        if (q + 24 > lim) return FAIL;
         uint64_t e = (uint64_t)q + 24 + rd32(c + q + 20);
-        if (e > lim) return NULL;
+        if (e > lim) return FAIL;
         q = (uint32_t)e;
     }
-    if (def > CH_SIZE - 24) return NULL;
-    bx_tmpl *t = bx_template(c, def, ctx);
-    if (t == NULL || !t->ok) return NULL;
-    if (q + 4 > lim) return NULL;
+    if (*def > CH_SIZE - 24 || q + 4 > lim) return FAIL;
     uint32_t n = rd32(c + q);
-    if (n > BX_MAXVALS || (uint64_t)q + 4 + 4 * (uint64_t)n > lim) return NULL;
+    if (n > BX_MAXVALS || (uint64_t)q + 4 + 4 * (uint64_t)n > lim) return FAIL;
     uint32_t dsc = q + 4, at = q + 4 + 4 * n;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t sz = rd16(c + dsc + 4 * i);
@@ -2899,10 +2895,55 @@ static bx_tmpl *bx_instance(const unsigned char *c, uint32_t p, uint32_t lim, in
         v->vp[i] = at;
         v->vs[i] = sz;
         at += sz;
-        if (at > lim) return NULL;
+        if (at > lim) return FAIL;
     }
     v->n = (int)n;
-    return t;
+    return 0;
+}
+
+/* Every value of an instance (and of the instances nested in it) is one the crate reads:
+ * a type the reader knows with its exact size, UTF-16 of an even size, a FILETIME before the
+ * year 10000. Anything else declines the whole record (even for an id the product does not
+ * consume), so that the crate decides it: its error goes to the dead-letter topic as on the
+ * crate's path. */
+static int bx_check(const unsigned char *c, const bx_vals *v, int depth) {
+    for (int i = 0; i < v->n; i++) {
+        const unsigned char *p = c + v->vp[i];
+        uint32_t sz = v->vs[i];
+        switch (v->vt[i]) {
+        case 0x00: if (sz) return FAIL; break;
+        case 0x01: case 0x81: if (sz & 1) return FAIL; break;
+        case 0x03: case 0x04: if (sz != 1) return FAIL; break;
+        case 0x05: case 0x06: if (sz != 2) return FAIL; break;
+        case 0x07: case 0x08: case 0x0D: case 0x14: if (sz != 4) return FAIL; break;
+        case 0x09: case 0x0A: case 0x15: if (sz != 8) return FAIL; break;
+        case 0x11: if (sz != 8 || rd64(p) >= 2650467744000000000ULL) return FAIL; break;
+        case 0x0E: break;
+        case 0x0F: if (sz != 16) return FAIL; break;
+        case 0x13: if (sz < 8 || sz != 8 + 4 * (uint32_t)p[1]) return FAIL; break;
+        case 0x21: {
+            bx_vals nv;
+            uint32_t def;
+            if (depth || sz < 4 || p[0] != 0x0F ||
+                bx_inst_vals(c, v->vp[i] + 4, v->vp[i] + sz, &nv, &def) ||
+                bx_check(c, &nv, depth + 1))
+                return FAIL;
+            break;
+        }
+        default: return FAIL;
+        }
+    }
+    return 0;
+}
+
+/* the template instance at p within [p, lim): its compiled template (NULL: decline) and its
+ * values (checked with bx_check when `check`: the outer instance, nested ones with it) */
+static bx_tmpl *bx_instance(const unsigned char *c, uint32_t p, uint32_t lim, int ctx,
+                            bx_vals *v, int check) {
+    uint32_t def;
+    if (bx_inst_vals(c, p, lim, v, &def) || (check && bx_check(c, v, 0))) return NULL;
+    bx_tmpl *t = bx_template(c, def, ctx);
+    return (t == NULL || !t->ok) ? NULL : t;
 }
 
 /* what a record reads into: the System fields (the view gets the EventData values) */
@@ -2943,15 +2984,15 @@ static int bx_render(const unsigned char *p, uint32_t sz, int type, char **sp, c
     switch (type) {
     case 0x00:                                          /* null */
         break;
-    case 0x01: {            /* UTF-16 string: ASCII (1), else UTF-8 (0); -1: a NUL inside,
-                             * or a lone surrogate (the crate decides those) */
+    case 0x01: {            /* UTF-16 string: ASCII (1), else UTF-8 (0). As the crate reads
+                             * it: the text ends at the first NUL, a lone surrogate is
+                             * dropped */
         if (sz & 1) return BX_DECLINE;
         uint32_t n = sz / 2;
-        while (n && p[2 * n - 2] == 0 && p[2 * n - 1] == 0) n--;     /* trailing NULs */
         for (uint32_t i = 0; i < n; i++) {
             uint32_t ch = rd16(p + 2 * i);
             if (ch < 0x80) {
-                if (ch == 0) *ascii = -1;
+                if (ch == 0) break;
                 *o++ = (char)ch;
                 continue;
             }
@@ -2961,7 +3002,8 @@ static int bx_render(const unsigned char *p, uint32_t sz, int type, char **sp, c
                 *o++ = (char)(0x80 | (ch & 0x3F));
             } else if (ch >= 0xD800 && ch < 0xE000) {
                 uint32_t lo = i + 1 < n ? rd16(p + 2 * i + 2) : 0;
-                if (ch >= 0xDC00 || lo < 0xDC00 || lo >= 0xE000) { *ascii = -1; *o++ = '?'; continue; }
+                if (ch >= 0xDC00 || lo < 0xDC00 || lo >= 0xE000)
+                    continue;                   /* a lone surrogate: dropped */
                 uint32_t cp = 0x10000 + ((ch - 0xD800) << 10) + (lo - 0xDC00);
                 *o++ = (char)(0xF0 | cp >> 18);
                 *o++ = (char)(0x80 | (cp >> 12 & 0x3F));
@@ -3055,6 +3097,7 @@ typedef struct {
     bx_sys *y;
     recview *rv;
     int eid_only;               /* stop at the event id when the product does not consume it */
+    int dk;                     /* the next unnamed Data's number */
 } bx_run;
 
 /* an op's value as text: a literal, empty, or a substitution rendered */
@@ -3092,35 +3135,31 @@ static int bx_int(bx_run *r, const bx_op *o, const bx_vals *v, long long *out, i
 /* "Data0".."Data63": the keys of a lone unnamed Data holding a string array */
 static char dkeys[64][8];
 
-/* a string array (0x81: NUL-terminated UTF-16 strings): a lone unnamed Data's one key per
- * string (from_evtx_json's Data list); a named one's strings joined with ", " */
+static int bx_dput(bx_run *r, const char *v, Py_ssize_t vn, int ascii) {
+    int k = r->dk++;
+    if (k >= 64) return BX_DECLINE;
+    if (dkeys[k][0] == 0) sprintf(dkeys[k], "Data%d", k);
+    return rv_put(r->rv, dkeys[k], (Py_ssize_t)strlen(dkeys[k]), v, vn, ascii) ? BX_DECLINE : 0;
+}
+
+/* a string array (0x81: NUL-terminated UTF-16 strings) of unnamed Data: one key per string
+ * (from_evtx_json's Data list) */
 static int bx_strings(bx_run *r, const bx_op *o, const bx_vals *v) {
     const unsigned char *p = r->c + v->vp[o->idx];
     uint32_t sz = v->vs[o->idx];
-    if (sz == 0 || sz & 1 || rd16(p + sz - 2) != 0 || r->send - r->sp < 4 * (Py_ssize_t)sz + 48)
-        return BX_DECLINE;
-    char *s0 = r->sp;
-    int k = 0, all_ascii = 1;
+    if (!o->unnamed || sz == 0 || sz & 1 || rd16(p + sz - 2) != 0 ||
+        r->send - r->sp < 4 * (Py_ssize_t)sz + 48)
+        return BX_DECLINE;      /* a named Data's array: the crate keeps its last string */
     uint32_t a = 0;
     for (uint32_t i = 0; i < sz; i += 2) {
         if (rd16(p + i) != 0) continue;
         const char *t;
         Py_ssize_t tn;
         int ascii;
-        if (!o->single && k > 0) { *r->sp++ = ','; *r->sp++ = ' '; }
-        if (bx_render(p + a, i - a, 0x01, &r->sp, &t, &tn, &ascii)) return BX_DECLINE;
-        if (ascii < 0) all_ascii = -1;
-        else if (!ascii && all_ascii == 1) all_ascii = 0;
-        if (o->single) {
-            if (k >= 64) return BX_DECLINE;
-            if (dkeys[k][0] == 0) sprintf(dkeys[k], "Data%d", k);
-            if (rv_put(r->rv, dkeys[k], (Py_ssize_t)strlen(dkeys[k]), t, tn, ascii))
-                return BX_DECLINE;
-        }
-        k++;
+        if (bx_render(p + a, i - a, 0x01, &r->sp, &t, &tn, &ascii) || bx_dput(r, t, tn, ascii))
+            return BX_DECLINE;
         a = i + 2;
     }
-    if (!o->single && rv_put(r->rv, o->key, o->kn, s0, r->sp - s0, all_ascii)) return BX_DECLINE;
     return 0;
 }
 
@@ -3167,12 +3206,13 @@ static int bx_ops(bx_run *r, const bx_tmpl *t, const bx_vals *v, int depth) {
                 if (bx_strings(r, o, v)) return BX_DECLINE;
                 break;
             }
-            if (o->single && (o->idx == SRC_EMPTY || (o->idx >= 0 && o->idx < v->n &&
-                                                      v->vt[o->idx] == 0x00)))
-                break;                                      /* "Data": null -> no key */
+            if (o->single && o->idx == SRC_EMPTY) return BX_DECLINE;
             if (bx_value(r, o, v, &p, &n, &ascii)) return BX_DECLINE;
-            if (o->single && n == 0) return BX_DECLINE;
-            if (rv_put(r->rv, o->key, o->kn, p, n, ascii)) return BX_DECLINE;
+            /* a lone unnamed Data: a null value is Data0 = "" (as the crate gives it); an
+             * empty string, not seen, is left to the crate */
+            if (o->single && n == 0 && v->vt[o->idx] != 0x00) return BX_DECLINE;
+            if (o->unnamed ? bx_dput(r, p, n, ascii) : rv_put(r->rv, o->key, o->kn, p, n, ascii))
+                return BX_DECLINE;
             break;
         }
         case OP_BIN: {
@@ -3196,7 +3236,7 @@ static int bx_ops(bx_run *r, const bx_tmpl *t, const bx_vals *v, int depth) {
             uint32_t at = v->vp[o->idx], lim = at + v->vs[o->idx];
             if (vt != 0x21 || depth || at + 4 > lim || r->c[at] != 0x0F) return BX_DECLINE;
             bx_vals nv;
-            bx_tmpl *nt = bx_instance(r->c, at + 4, lim, o->single, &nv);
+            bx_tmpl *nt = bx_instance(r->c, at + 4, lim, o->single, &nv, 0);
             if (nt == NULL) return BX_DECLINE;
             if ((rc = bx_ops(r, nt, &nv, depth + 1))) return rc;
             break;
@@ -3219,7 +3259,7 @@ static int bx_read(const unsigned char *c, uint32_t off, uint32_t size, bx_sys *
     if (scratch_reserve(8 * (Py_ssize_t)size + 4096)) return -1;
     bx_run r = {c, scratch, scratch + scratch_cap, y, rv, eid_only};
     bx_vals v;
-    bx_tmpl *t = bx_instance(c, p + 4, lim, CTX_OUTER, &v);
+    bx_tmpl *t = bx_instance(c, p + 4, lim, CTX_OUTER, &v, 1);
     if (t == NULL) return BX_DECLINE;
     int rc = bx_ops(&r, t, &v, 0);
     if (rc) return rc;

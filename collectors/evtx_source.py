@@ -585,8 +585,10 @@ class FileSource:
                 yield from self._evtx_blocks(src, origin, sid, last, first)
                 return
             chunk_records = native.ext.chunk_records
+            k = -1
             while True:
                 c = _read_exact(f, EVTX_CHUNK)
+                k += 1
                 if len(c) < EVTX_CHUNK:
                     return
                 r = chunk_records(c, last)
@@ -595,6 +597,9 @@ class FileSource:
                         continue
                     for rid, data, err in iter_evtx_records(io.BytesIO(header + c), last):
                         if err is not None:
+                            if k:           # the chunk's number in the file, not in the copy
+                                err = ParseError(str(err).replace("chunk number 0:",
+                                                                  f"chunk number {k}:", 1))
                             yield None, err, origin, b"", sid, None
                             continue
                         if first is None:

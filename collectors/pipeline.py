@@ -207,7 +207,7 @@ class CollectorPipeline:
                 continue
             rid, js, e = blk.crate_item(stop)   # what the reader does not take: the crate's
             if e is not None:
-                self.process_item(None, e, f"{origin}#{rid}", b"", None, None)
+                self.process_item(None, e, origin, b"", None, None)   # as the crate's path
             else:
                 self.process_item(*evtx_item(js, origin, rid, None, None))
             i = stop + 1

@@ -39,6 +39,7 @@ _HAS_MORE = 0x40            # OpenStartElement with attributes / Attribute follo
 # value types
 T_NULL, T_STRING, T_UINT8, T_UINT16, T_UINT32, T_UINT64 = 0x00, 0x01, 0x04, 0x06, 0x08, 0x0A
 T_GUID, T_FILETIME, T_SID, T_HEX64 = 0x0F, 0x11, 0x13, 0x15
+T_BINXML = 0x21             # a nested fragment (a template instance), see Nested
 
 _FILETIME_EPOCH = 116444736000000000      # 1970-01-01 in 100 ns ticks since 1601
 
@@ -68,6 +69,8 @@ def sid_bytes(sid: str) -> bytes:
 def encode_value(vtype: int, v) -> bytes:
     if v is None or vtype == T_NULL:
         return b""
+    if isinstance(v, (bytes, bytearray)):           # raw bytes, for any type (tests)
+        return bytes(v)
     if vtype == T_STRING:
         return _utf16(v)
     if vtype == T_UINT8:
@@ -100,6 +103,16 @@ class El:
     name: str
     attrs: list[tuple[str, str | Sub]] = field(default_factory=list)
     children: list = field(default_factory=list)       # El, Sub or str
+
+
+@dataclass
+class Nested:
+    """A BinXml value (type 0x21): a fragment holding an instance of template ``tid``
+    (``tpl``) with its own ``values`` -- how the event log writes EventData / UserData, inside
+    the outer template's ``<Event>`` (or ``<UserData>``)."""
+    tid: int
+    tpl: "El"
+    values: list
 
 
 # System values: (index, type) shared by every template
@@ -235,6 +248,29 @@ class ChunkBuilder:
             self._pending_links.append((prev, off))           # next-template field of prev
         self.template_buckets[bucket] = off
 
+    def _value_array(self, out: bytearray, base: int, values: list) -> None:
+        """Count, descriptors (size, type), then the values; a :class:`Nested` value is a
+        fragment whose template definition (inline at its first use in the chunk) and names
+        are addressed by their chunk offsets, so it is laid out where it lands."""
+        out += struct.pack("<I", len(values))
+        pos = base + len(out) + 4 * len(values)
+        vals = []
+        for t, v in values:
+            if isinstance(v, Nested):
+                b = bytearray([_START_OF_STREAM, 1, 1, 0])
+                self._template_instance(b, pos, v.tid, v.tpl)
+                self._value_array(b, pos, v.values)
+                b.append(_EOF)
+                b = bytes(b)
+            else:
+                b = b"" if v is None else encode_value(t, v)
+            vals.append(b)
+            pos += len(b)
+        for (t, v), b in zip(values, vals):
+            out += struct.pack("<HBB", len(b), T_NULL if v is None else t, 0)
+        for b in vals:
+            out += b
+
     def add(self, record_id: int, written_ms: int, tid: int, tpl: El, values: list) -> None:
         """Append one record; raises :class:`ChunkFull` (chunk unchanged) if it does not
         fit."""
@@ -245,12 +281,7 @@ class ChunkBuilder:
         out = bytearray(struct.pack("<IIQQ", 0x00002A2A, 0, record_id, filetime(written_ms)))
         out += bytes([_START_OF_STREAM, 1, 1, 0])
         self._template_instance(out, base, tid, tpl)
-        vals = [b"" if v is None else encode_value(t, v) for t, v in values]
-        out += struct.pack("<I", len(values))
-        for (t, v), b in zip(values, vals):
-            out += struct.pack("<HBB", len(b), T_NULL if v is None else t, 0)
-        for b in vals:
-            out += b
+        self._value_array(out, base, values)
         out.append(_EOF)
         out += b"\0" * (-(len(out) + 4) % 8)
         size = len(out) + 4

@@ -1,7 +1,8 @@
 """The C extension under AddressSanitizer and UndefinedBehaviorSanitizer: built from
 ``collectors/_native.c`` with ``-fsanitize=address,undefined``, loaded through
 ``ITDR_NATIVE_PATH`` in a subprocess that runs ``test_native.py`` (fixtures, thousands of
-damaged and random records, the batcher, the pipeline's block path). Any out-of-bounds
+damaged and random records, the batcher, the pipeline's block path) and ``test_binxml.py``
+(the binary-XML chunk reader on random templates and byte-mutated chunks). Any out-of-bounds
 access, use after free or undefined behaviour fails this test."""
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def test_the_extension_is_clean_under_address_and_ub_sanitizers(tmp_path):
     env = {**os.environ, "ITDR_NATIVE_PATH": str(so), "LD_PRELOAD": f"{asan} {ubsan}",
            "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "tests/collectors/test_native.py", "-k",
-                        "not without_the_extension and not every_sample"],
+                        "tests/collectors/test_native.py", "tests/collectors/test_binxml.py",
+                        "-k", "not without_the_extension and not every_sample and not "
+                              "every_reader"],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     out = r.stdout + r.stderr
     assert "AddressSanitizer" not in out and "runtime error" not in out, out[-4000:]
