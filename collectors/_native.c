@@ -3449,6 +3449,26 @@ fail:
     return NULL;
 }
 
+/* chunk_read(chunk) -> (read, declined): every record of the chunk read into the view (the
+ * System fields and every EventData value rendered), nothing built -- the reader's own
+ * ceiling, for `itdr bench collect` */
+static PyObject *chunk_read(PyObject *self, PyObject *chunk) {
+    int n = chunk_get(chunk);
+    if (n == -2) return NULL;
+    if (n < 0) Py_RETURN_NONE;
+    const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
+    long ok = 0, declined = 0;
+    for (int i = 0; i < n; i++) {
+        bx_sys Y;
+        recview rv;
+        int rc = bx_read(c, chl->offs[i], chl->sizes[i], &Y, &rv, 0);
+        if (rc < 0) return NULL;
+        if (rc) declined++;
+        else ok++;
+    }
+    return Py_BuildValue("(ll)", ok, declined);
+}
+
 /* chunk_event(chunk, i) -> record i's event dict, its event id (an int: not consumed), or
  * None (declined) -- evtx_event for a chunk's record */
 static PyObject *chunk_event(PyObject *self, PyObject *args) {
@@ -3656,6 +3676,9 @@ static PyMethodDef methods[] = {
     {"chunk_records", chunk_records, METH_VARARGS,
      "chunk_records(chunk, start_record) -> (n, lo, rids) when the chunk's layout is one the "
      "binary-XML reader takes (lo: the first record above start_record), else None."},
+    {"chunk_read", chunk_read, METH_O,
+     "chunk_read(chunk) -> (read, declined): every record read, nothing built (the bench's "
+     "reader ceiling); None when the reader does not take the chunk."},
     {"chunk_flat", chunk_flat, METH_VARARGS,
      "chunk_flat(chunk, i) -> record i's flat record (records.from_evtx_json), or None."},
     {"chunk_event", chunk_event, METH_VARARGS,
