@@ -16,7 +16,11 @@ of three runs, two before and one after the pipeline, to even out machine noise)
 JSON keys: ``events_per_s`` (records read per second through the whole pipeline),
 ``ceiling_events_per_s``, ``ratio``, ``normalized_per_s`` (events the product consumes),
 ``hot_path`` (``native``: the C path of ``collectors/_native.c``; ``python``: the extension is
-not built or ``ITDR_NATIVE=0``), plus the input mix.
+not built or ``ITDR_NATIVE=0``), ``evtx_reader`` (``binxml``: the pipeline reads the chunks'
+binary XML in C and never asks the crate for JSON, so ``ratio`` can exceed 1; ``crate-json``
+with ``ITDR_BINXML=0``; ``python``), ``reader_ceiling_events_per_s`` (the binary-XML reader
+alone over the same input: every record read into the view, nothing built), plus the input
+mix.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Every ``heartbeat_interval_s`` the sensor produces one JSON heartbeat to the hea
     {"type": "heartbeat", "sensor_id": "dc01", "version": "0.1.0", "host": "dc01.corp.local",
      "component": "collect", "sources": ["C:/Windows/.../Security.evtx"],
      "hot_path": "native",                  # or "python": collectors._native not built
+     "evtx_reader": "binxml",               # or "crate-json" (ITDR_BINXML=0), "python"
      "events_per_s": 1250.4, "events_read": 912345, "events_delivered": 911000,
      "checkpoint_lag": 1345, "spool_bytes": 0, "spool_batches": 0, "dropped": 0,
      "dead_lettered": 2, "backpressure": false,
@@ -70,7 +71,7 @@ class Heartbeat:
         self._last_t, self._last_read = now, read
         return {"type": "heartbeat", "sensor_id": self.sensor, "version": VERSION,
                 "host": self.host, "component": self.component, "sources": self.sources,
-                "hot_path": native.status(),
+                "hot_path": native.status(), "evtx_reader": native.evtx_reader(),
                 "events_per_s": round(rate, 1), "events_read": read,
                 "events_delivered": delivered, "checkpoint_lag": checkpoint_lag,
                 "spool_bytes": spool_bytes, "spool_batches": spool_batches, "dropped": dropped,

@@ -150,7 +150,6 @@ class CollectorPipeline:
         datas = blk.datas
         n = len(datas)
         nb = self.batcher.native
-        chunk_flat = native.ext.chunk_flat
         st, nz = self.stats, self.normalizer
         i = 0
         while i < n:

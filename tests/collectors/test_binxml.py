@@ -308,7 +308,6 @@ class _Shape:
                   children=leaf)
 
     def values(self, rid: int, i: int) -> list:
-        rnd = self.rnd
         out = []
         for kind in self.kinds:
             out.append(self._one(kind, rid, i))

@@ -87,6 +87,8 @@ def test_the_extension_is_built():
         dead_lettered=0, backpressure=False, unknown_ids={}, event_counts={},
         last_delivery_ms=0)
     assert hb["hot_path"] == "native"           # operators see a collector on the slow path
+    assert hb["evtx_reader"] == native.evtx_reader()
+    assert native.evtx_reader() == "binxml" or os.environ.get("ITDR_BINXML") == "0"
 
 
 def test_generated_evtx_records_take_the_c_path_and_match(tmp_path):
