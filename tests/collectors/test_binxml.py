@@ -304,6 +304,9 @@ class _Shape:
 
     def _wrapper(self, kinds) -> El:
         leaf = [El(n, children=[self._sub(kind, kinds)]) for n, kind in self._fields()]
+        if self.rnd.random() < 0.3:         # a leaf with an attribute (declined), maybe empty
+            leaf.append(El("Flagged", attrs=[("kind", "x")],
+                           children=[] if self.rnd.random() < 0.5 else ["text"]))
         return El("LogFileCleared", attrs=[("xmlns", "http://manifests.microsoft.com/win/2004/08/windows/eventlog")],
                   children=leaf)
 
@@ -327,6 +330,8 @@ class _Shape:
                 return 0x11, struct.pack("<Q", rnd.choice([0, g.filetime(-5000)]))
             return 0x11, g.filetime(1_704_103_200_000 + 250 * i + rnd.randrange(1000))
         if kind == "rid":
+            if rnd.random() < 0.05:
+                return g.T_NULL, None
             return g.T_UINT64, rid if rnd.random() < 0.9 else rid + 1_000_000
         if kind.startswith("chan:"):
             return g.T_STRING, kind[5:]
@@ -431,6 +436,40 @@ def test_nested_templates_and_userdata_are_read_in_c(tmp_path):
     assert X.chunk_flat(c, 0)["SubjectLogonId"] == "0x3e8"
 
 
+def test_odd_but_valid_system_parts_are_read_in_c(tmp_path):
+    """System without Security, a null EventRecordID, Computer and Channel as template
+    literals, a provider named only by EventSourceName: answered in C, as the crate reads
+    them."""
+    base = len(g.SYSTEM_FIELDS)
+    fields = g.EVENT_FIELDS[4624]
+    tpl = g.event_template(fields)
+    system = tpl.children[0]
+    system.children = [c for c in system.children if c.name != "Security"]
+    for c in system.children:
+        if c.name == "Computer":
+            c.children = ["DC09.corp.local"]
+        elif c.name == "Channel":
+            c.children = ["Security"]
+        elif c.name == "Provider":
+            c.attrs = [("EventSourceName", Sub(0, g.T_STRING))]
+    cb = g.ChunkBuilder()
+    for rid in range(1, 31):
+        data = g._event_data(4624, rid)
+        vals = [(g._SYS_TYPES[k], v) for k, v in zip(g.SYSTEM_FIELDS, [
+            g.SECURITY_PROVIDER, g.SECURITY_GUID, 4624, 2, 0, 12544, 0, 0x8020000000000000,
+            g.filetime(1_704_103_200_000 + rid), None if rid % 3 == 0 else rid, 636, 4,
+            "Security", "DC01", None])]
+        vals += [(t, data.get(n)) for n, t in fields]
+        assert len(vals) == base + len(fields)
+        cb.add(rid, 0, 0x777, tpl, vals)
+    path = tmp_path / "odd.evtx"
+    path.write_bytes(g.evtx_bytes([cb.finish()], 31))
+    st = _compare(str(path))
+    assert st["records"] == st["flat"] == st["event"] == 30, st
+    c = path.read_bytes()[g.FILE_HEADER_SIZE:]
+    assert X.chunk_flat(c, 2)["_record"] == 0 and X.chunk_flat(c, 2)["_computer"] == "DC09.corp.local"
+
+
 def test_damaged_chunks_never_disagree_with_the_crate(tmp_path):
     """Byte mutations of generated chunks: the reader either declines a record (or the whole
     chunk) or gives what the crate gives for it; it never reads out of the chunk (the
@@ -520,12 +559,17 @@ def _digests(path: str) -> dict:
 
 
 def _damaged(tmp_path, path: str) -> str:
-    """A copy with: a chunk whose record layout is broken (the crate reads it), a chunk of
-    garbage, an all-zero chunk, and a partial chunk at the end."""
+    """A copy with: a chunk whose record layout is broken (the crate reads it), a chunk whose
+    header ends it early (its last record id is a middle record's: the crate stops there), a
+    chunk of garbage, an all-zero chunk, and a partial chunk at the end."""
     data = bytearray(Path(path).read_bytes())
     H, C = g.FILE_HEADER_SIZE, g.CHUNK_SIZE
     first = H + 1 * C
     data[first + 512 + 4:first + 512 + 8] = struct.pack("<I", 3)      # first record's size
+    third = H + 2 * C
+    lo_id, hi_id = struct.unpack_from("<QQ", data, third + 24)
+    assert hi_id - lo_id > 20
+    struct.pack_into("<Q", data, third + 32, lo_id + 10)
     garbage = bytes(random.Random(5).randrange(256) for _ in range(C))
     out = bytes(data[:H + 3 * C]) + garbage + bytes(C) + bytes(data[H + 3 * C:]) + b"\1" * 900
     p = tmp_path / "damaged.evtx"
