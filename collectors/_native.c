@@ -1471,7 +1471,41 @@ typedef struct {
     fspec fields[12];
     ispec ints[8];
     PyObject *extra[12];
+    int want_all;                       /* the key table was full: render every value */
+    uint64_t want[4];                   /* the EventData keys it reads (bits of wkeys ids) */
 } espec;
+
+/* Every EventData key some event id's normalizer reads, numbered (append-only: the ids in
+ * templates compiled earlier stay valid); the binary-XML reader renders only the values an
+ * event id reads (espec.want), the flat record (chunk_flat) every value. */
+#define WK_MAX 256
+#define WK_SLOTS 1024
+static struct { const char *k; Py_ssize_t n; } wkeys[WK_MAX];
+static int n_wkeys;
+static short wk_slot[WK_SLOTS];         /* key id + 1; 0 = empty */
+
+
+static int wk_find(const char *k, Py_ssize_t n, int add) {
+    size_t i = shash(k, n) & (WK_SLOTS - 1);
+    while (wk_slot[i]) {
+        int id = wk_slot[i] - 1;
+        if (wkeys[id].n == n && memcmp(wkeys[id].k, k, (size_t)n) == 0) return id;
+        i = (i + 1) & (WK_SLOTS - 1);
+    }
+    if (!add || n_wkeys >= WK_MAX) return -1;
+    wkeys[n_wkeys].k = k;
+    wkeys[n_wkeys].n = n;
+    wk_slot[i] = (short)(++n_wkeys);
+    return n_wkeys - 1;
+}
+
+/* key (an interned ASCII str the table keeps alive) into e's wanted set */
+static void wk_want(espec *e, PyObject *key) {
+    if (key == NULL) return;
+    int id = wk_find((const char *)PyUnicode_DATA(key), PyUnicode_GET_LENGTH(key), 1);
+    if (id < 0) e->want_all = 1;
+    else e->want[id >> 6] |= (uint64_t)1 << (id & 63);
+}
 
 #define MAX_EID 8192
 static espec *etable = NULL;            /* indexed by event id (< MAX_EID) */
@@ -2504,6 +2538,8 @@ typedef struct {
     int kn, litn, lascii;
     int single;                 /* a lone unnamed Data; OP_NEST: the context */
     int unnamed;                /* an unnamed Data: its key is the record's next DataN */
+    int keyid;                  /* OP_DATA / OP_BIN: the wkeys id (-1: no normalizer reads
+                                 * it; -2: unnamed, always rendered) */
 } bx_op;
 
 typedef struct {
@@ -2755,6 +2791,7 @@ static int bx_compile_walk(bx_tmpl *t, const unsigned char *c, uint32_t off) {
                      * spliced in: the keys are numbered per record), never mixed with named
                      * ones; a lone one is the crate's scalar */
                     o->unnamed = 1;
+                    o->keyid = -2;
                     if (++unnamed == 1) first_unnamed = o;
                     continue;
                 } else if (kind == OP_DATA && f->kind == E_DATA) {
@@ -2765,6 +2802,7 @@ static int bx_compile_walk(bx_tmpl *t, const unsigned char *c, uint32_t off) {
                         o->key = f->key;
                         o->kn = f->kn;
                     }
+                    o->keyid = wk_find(o->key, o->kn, 0);
                     if (data0 < 0) data0 = (int)(o - bxc->ops);
                     for (bx_op *q = bxc->ops + data0; q < o; q++)   /* a repeated Name */
                         if (q->kind == OP_DATA && q->kn == o->kn &&
@@ -2988,8 +3026,20 @@ static int bx_render(const unsigned char *p, uint32_t sz, int type, char **sp, c
                              * it: the text ends at the first NUL, a lone surrogate is
                              * dropped */
         if (sz & 1) return BX_DECLINE;
-        uint32_t n = sz / 2;
-        for (uint32_t i = 0; i < n; i++) {
+        uint32_t n = sz / 2, i = 0;
+#ifdef __SSE2__
+        /* 8 units at a time while they are all ASCII and none is NUL */
+        const __m128i hib = _mm_set1_epi16((short)0xFF80), zero = _mm_setzero_si128();
+        for (; i + 8 <= n; i += 8) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(p + 2 * i));
+            __m128i ok = _mm_andnot_si128(_mm_cmpeq_epi16(x, zero),
+                                          _mm_cmpeq_epi16(_mm_and_si128(x, hib), zero));
+            if (_mm_movemask_epi8(ok) != 0xFFFF) break;
+            _mm_storel_epi64((__m128i *)o, _mm_packus_epi16(x, x));
+            o += 8;
+        }
+#endif
+        for (; i < n; i++) {
             uint32_t ch = rd16(p + 2 * i);
             if (ch < 0x80) {
                 if (ch == 0) break;
@@ -3163,6 +3213,14 @@ static int bx_strings(bx_run *r, const bx_op *o, const bx_vals *v) {
     return 0;
 }
 
+/* reading events: a value no normalizer of this event id reads is left unrendered */
+static inline int bx_unread(const bx_run *r, const bx_op *o) {
+    if (!r->eid_only || !r->y->have_eid || o->keyid == -2) return 0;
+    const espec *e = &etable[r->y->eid];
+    if (e->want_all) return 0;
+    return o->keyid < 0 || !(e->want[o->keyid >> 6] >> (o->keyid & 63) & 1);
+}
+
 static int bx_sysval(bx_run *r, const bx_op *o, const bx_vals *v, bx_sv *sv) {
     if (sv->set++) return BX_DECLINE;
     return bx_value(r, o, v, &sv->p, &sv->n, &sv->ascii);
@@ -3202,6 +3260,7 @@ static int bx_ops(bx_run *r, const bx_tmpl *t, const bx_vals *v, int depth) {
             const char *p;
             Py_ssize_t n;
             int ascii;
+            if (bx_unread(r, o)) break;
             if (o->idx >= 0 && o->idx < v->n && v->vt[o->idx] == 0x81) {
                 if (bx_strings(r, o, v)) return BX_DECLINE;
                 break;
@@ -3218,6 +3277,7 @@ static int bx_ops(bx_run *r, const bx_tmpl *t, const bx_vals *v, int depth) {
         case OP_BIN: {
             /* from_evtx_json keeps a Binary that the crate renders as a string (hex, upper
              * case) and drops a null one */
+            if (bx_unread(r, o)) break;
             if (o->idx < 0 || o->idx >= v->n) return BX_DECLINE;
             uint32_t sz = v->vs[o->idx];
             if (v->vt[o->idx] == 0x00) break;
@@ -3643,6 +3703,18 @@ static PyObject *set_table(PyObject *self, PyObject *args) {
         e->chan_rule = (int)PyLong_AsLong(PyTuple_GET_ITEM(v, 9));
         if (PyErr_Occurred()) goto fail;
         e->used = 1;
+        {
+            PyObject *always[] = {R_authpkg, R_logonproc, R_uac, R_spn, R_sam, R_props[0],
+                                  R_props[1], R_props[2], R_props[3], R_props[4],
+                                  R_subject_sid, R_transmitted, R_operation, R_status};
+            nspec *ns[2] = {e->has_acc ? &e->acc : NULL, e->has_tgt ? &e->tgt : NULL};
+            for (size_t j = 0; j < sizeof always / sizeof always[0]; j++) wk_want(e, always[j]);
+            for (int j = 0; j < 2; j++)
+                if (ns[j]) { wk_want(e, ns[j]->name); wk_want(e, ns[j]->dom); wk_want(e, ns[j]->sid); }
+            for (int j = 0; j < e->n_fields; j++) wk_want(e, e->fields[j].key);
+            for (int j = 0; j < e->n_ints; j++) wk_want(e, e->ints[j].key);
+            for (int j = 0; j < e->n_extra; j++) wk_want(e, e->extra[j]);
+        }
         continue;
     bad:
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "set_table: bad field spec");
