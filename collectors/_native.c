@@ -2307,10 +2307,33 @@ fail:
     Py_RETURN_NONE;
 }
 
+/* a record's view (its System keys in) to its event: the channel guard, then the id's
+ * normalizer into the sink; 0 (*eid set), DECLINE_REC (the Python path decides), -1 (out of
+ * memory) */
+#define DECLINE_REC 2
+static int view_event(recview *rv, long long id, long long tms, long long rid, sink_t *sk,
+                      long long *eid) {
+    espec *e = &etable[id];
+    const char *cp, *pp;
+    Py_ssize_t cn, pn;
+    PyObject *o;
+    int present;
+    if (rv_raw(rv, K_channel, &cp, &cn, &o, &present) ||
+        rv_raw(rv, K_provider, &pp, &pn, &o, &present) || !chan_ok(e->chan_rule, cp, cn, pp, pn))
+        return DECLINE_REC;
+    int rc = normalize_core(rv, e, sk, id, tms, rid);
+    if (rc == 0) {
+        *eid = id;
+        return 0;
+    }
+    if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return -1;
+    PyErr_Clear();
+    return DECLINE_REC;
+}
+
 /* peek + flat_from_evtx_json + normalize in one pass, without the flat record, into the
  * sink: 0 (an event), 1 (*eid: an id the product does not consume), DECLINE_REC (the
  * Python path decides), -1 (error) */
-#define DECLINE_REC 2
 static int evtx_record(PyObject *arg, sink_t *sk, long long *eid) {
     if (etable == NULL || !PyUnicode_CheckExact(arg) || !PyUnicode_IS_ASCII(arg))
         return DECLINE_REC;
@@ -2336,22 +2359,7 @@ static int evtx_record(PyObject *arg, sink_t *sk, long long *eid) {
     if (sys_put(s, &rv, K_computer, &Y.comp, &sp) || sys_put(s, &rv, K_channel, &Y.chan, &sp) ||
         sys_put(s, &rv, K_provider, provider(&Y), &sp) || sys_put(s, &rv, K_user_sid, &Y.uid, &sp))
         return DECLINE_REC;
-    espec *e = &etable[Y.eid];
-    const char *cp, *pp;
-    Py_ssize_t cn, pn;
-    PyObject *o;
-    int present;
-    if (rv_raw(&rv, K_channel, &cp, &cn, &o, &present) ||
-        rv_raw(&rv, K_provider, &pp, &pn, &o, &present) || !chan_ok(e->chan_rule, cp, cn, pp, pn))
-        return DECLINE_REC;
-    int rc = normalize_core(&rv, e, sk, Y.eid, tms, Y.rid);
-    if (rc == 0) {
-        *eid = Y.eid;
-        return 0;
-    }
-    if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return -1;
-    PyErr_Clear();
-    return DECLINE_REC;
+    return view_event(&rv, Y.eid, tms, Y.rid, sk, eid);
 }
 
 static PyObject *evtx_event(PyObject *self, PyObject *arg) {
@@ -2396,43 +2404,64 @@ static inline int idc_add(idcount *c, long long id, PyObject *d) {
     return 0;
 }
 
-static PyObject *nb_add_evtx(NBatcher *self, PyObject *args) {
-    PyObject *datas, *read_ids, *unk_ids, *out = NULL;
-    Py_ssize_t start;
+/* what a run of records (add_evtx, add_chunk) puts into the batches and counts */
+typedef struct {
     long long seq;
-    if (!PyArg_ParseTuple(args, "O!nLO!O!", &PyList_Type, &datas, &start, &seq, &PyDict_Type,
-                          &read_ids, &PyDict_Type, &unk_ids))
+    long n_read, n_norm, n_unk;
+    idcount rc, uc;
+    PyObject *read_ids, *unk_ids, *out;
+} nb_run;
+
+/* one record's outcome (r from evtx_record / bx_record: 0 its event in row, 1 an id the
+ * product does not consume, DECLINE_REC, -1 error): 0 go on, 1 stop (declined), -1 error */
+static int nb_take(NBatcher *self, nb_run *a, sink_t *row, int r, long long id) {
+    if (r != 0) sink_clear(row);
+    if (r < 0) return -1;
+    if (r == DECLINE_REC) return 1;
+    a->n_read++;
+    if (r == 1) {                                       /* an id the product does not use */
+        if (idc_add(&a->rc, id, a->read_ids) || idc_add(&a->uc, id, a->unk_ids)) return -1;
+        a->n_unk++;
+        return 0;
+    }
+    a->seq++;
+    int bad = idc_add(&a->rc, id, a->read_ids) || nb_add_row(self, row, a->seq, &a->out);
+    sink_clear(row);
+    if (bad) return -1;
+    a->n_norm++;
+    return 0;
+}
+
+/* the end of a run: the id counters merged; NULL (and the batches dropped) on error */
+static int nb_run_end(nb_run *a, int ok) {
+    if (ok && idc_flush(&a->rc, a->read_ids) == 0 && idc_flush(&a->uc, a->unk_ids) == 0)
+        return 0;
+    Py_CLEAR(a->out);
+    return -1;
+}
+
+static PyObject *nb_add_evtx(NBatcher *self, PyObject *args) {
+    PyObject *datas;
+    Py_ssize_t start;
+    nb_run a = {0};
+    if (!PyArg_ParseTuple(args, "O!nLO!O!", &PyList_Type, &datas, &start, &a.seq, &PyDict_Type,
+                          &a.read_ids, &PyDict_Type, &a.unk_ids))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(datas), i;
-    long n_norm = 0, n_unk = 0;
-    idcount rc_, uc_;
-    rc_.n = uc_.n = 0;
     sink_t row;
+    int t = 0;
     for (i = start < 0 ? 0 : start; i < n; i++) {
         long long id = 0;
         sink_row(&row, &self->L);
         int r = evtx_record(PyList_GET_ITEM(datas, i), &row, &id);
-        if (r != 0) sink_clear(&row);
-        if (r < 0) goto fail;
-        if (r == DECLINE_REC) break;
-        if (r == 1) {                                   /* an id the product does not use */
-            if (idc_add(&rc_, id, read_ids) || idc_add(&uc_, id, unk_ids)) goto fail;
-            n_unk++;
-            continue;
-        }
-        seq++;
-        int bad = idc_add(&rc_, id, read_ids) || nb_add_row(self, &row, seq, &out);
-        sink_clear(&row);
-        if (bad) goto fail;
-        n_norm++;
+        t = nb_take(self, &a, &row, r, id);
+        if (t) break;
     }
-    if (idc_flush(&rc_, read_ids) || idc_flush(&uc_, unk_ids)) goto fail;
-    PyObject *res = Py_BuildValue("(nLllO)", i, seq, n_norm, n_unk, out ? out : Py_None);
-    Py_XDECREF(out);
+    if (nb_run_end(&a, t >= 0)) return NULL;
+    PyObject *res = Py_BuildValue("(nLllO)", i, a.seq, a.n_norm, a.n_unk,
+                                  a.out ? a.out : Py_None);
+    Py_XDECREF(a.out);
     return res;
-fail:
-    Py_XDECREF(out);
-    return NULL;
 }
 
 /* take_records(it, n, start_record, datas, rids) -> (status, exception): up to n records of
@@ -3356,22 +3385,7 @@ static int bx_record(const unsigned char *c, uint32_t off, uint32_t size, sink_t
     if (bx_sysput(&rv, K_computer, &Y.comp) || bx_sysput(&rv, K_channel, &Y.chan) ||
         bx_sysput(&rv, K_provider, bx_provider(&Y)) || bx_sysput(&rv, K_user_sid, &Y.uid))
         return DECLINE_REC;
-    espec *e = &etable[Y.eid];
-    const char *cp, *pp;
-    Py_ssize_t cn, pn;
-    PyObject *o;
-    int present;
-    if (rv_raw(&rv, K_channel, &cp, &cn, &o, &present) ||
-        rv_raw(&rv, K_provider, &pp, &pn, &o, &present) || !chan_ok(e->chan_rule, cp, cn, pp, pn))
-        return DECLINE_REC;
-    rc = normalize_core(&rv, e, sk, Y.eid, Y.tms, Y.rid);
-    if (rc == 0) {
-        *eid = Y.eid;
-        return 0;
-    }
-    if (rc < 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError)) return -1;
-    PyErr_Clear();
-    return DECLINE_REC;
+    return view_event(&rv, Y.eid, Y.tms, Y.rid, sk, eid);
 }
 
 /* The records of a chunk whose layout the reader takes: from 512 up to the free-space offset,
@@ -3459,16 +3473,25 @@ static PyObject *chunk_records(PyObject *self, PyObject *args) {
     return Py_BuildValue("(iiN)", n, lo, rids);
 }
 
+/* (chunk, i): 1 with the chunk's bytes and i, 0 when there is no record i (or the reader does
+ * not take the chunk), -1 on error */
+static int chunk_index_args(PyObject *args, const unsigned char **c, int *i) {
+    PyObject *chunk;
+    if (!PyArg_ParseTuple(args, "Oi", &chunk, i)) return -1;
+    int n = chunk_get(chunk);
+    if (n == -2) return -1;
+    if (*i < 0 || *i >= n) return 0;
+    *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
+    return 1;
+}
+
 /* chunk_flat(chunk, i) -> the flat record (records.from_evtx_json) of record i, None when
  * declined (tests: the reader against the crate, record by record) */
 static PyObject *chunk_flat(PyObject *self, PyObject *args) {
-    PyObject *chunk;
-    int i;
-    if (!PyArg_ParseTuple(args, "Oi", &chunk, &i)) return NULL;
-    int n = chunk_get(chunk);
-    if (n == -2) return NULL;
-    if (i < 0 || i >= n) Py_RETURN_NONE;
-    const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
+    const unsigned char *c;
+    int i, a = chunk_index_args(args, &c, &i);
+    if (a < 0) return NULL;
+    if (a == 0) Py_RETURN_NONE;
     bx_sys Y;
     recview rv;
     int rc = bx_read(c, chl->offs[i], chl->sizes[i], &Y, &rv, 0);
@@ -3532,13 +3555,10 @@ static PyObject *chunk_read(PyObject *self, PyObject *chunk) {
 /* chunk_event(chunk, i) -> record i's event dict, its event id (an int: not consumed), or
  * None (declined) -- evtx_event for a chunk's record */
 static PyObject *chunk_event(PyObject *self, PyObject *args) {
-    PyObject *chunk;
-    int i;
-    if (!PyArg_ParseTuple(args, "Oi", &chunk, &i)) return NULL;
-    int n = chunk_get(chunk);
-    if (n == -2) return NULL;
-    if (i < 0 || i >= n) Py_RETURN_NONE;
-    const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
+    const unsigned char *c;
+    int i, a = chunk_index_args(args, &c, &i);
+    if (a < 0) return NULL;
+    if (a == 0) Py_RETURN_NONE;
     sink_t ev;
     long long eid = 0;
     ev.dict = _PyDict_NewPresized(24);
@@ -3555,11 +3575,11 @@ static PyObject *chunk_event(PyObject *self, PyObject *args) {
  * normalized, unknown, batches|None): records i..hi-1 of a chunk (chunk_records said it is
  * read here), as add_evtx does for JSON records */
 static PyObject *nb_add_chunk(NBatcher *self, PyObject *args) {
-    PyObject *chunk, *read_ids, *unk_ids, *out = NULL;
+    PyObject *chunk;
     int i, hi;
-    long long seq;
-    if (!PyArg_ParseTuple(args, "OiiLO!O!", &chunk, &i, &hi, &seq, &PyDict_Type, &read_ids,
-                          &PyDict_Type, &unk_ids))
+    nb_run a = {0};
+    if (!PyArg_ParseTuple(args, "OiiLO!O!", &chunk, &i, &hi, &a.seq, &PyDict_Type, &a.read_ids,
+                          &PyDict_Type, &a.unk_ids))
         return NULL;
     int n = chunk_get(chunk);
     if (n == -2) return NULL;
@@ -3570,36 +3590,20 @@ static PyObject *nb_add_chunk(NBatcher *self, PyObject *args) {
     if (hi > n) hi = n;
     if (i < 0) i = 0;
     const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
-    long n_norm = 0, n_unk = 0, n_read = 0;
-    idcount rc_, uc_;
-    rc_.n = uc_.n = 0;
     sink_t row;
+    int t = 0;
     for (; i < hi; i++) {
         long long id = 0;
         sink_row(&row, &self->L);
         int r = bx_record(c, chl->offs[i], chl->sizes[i], &row, &id);
-        if (r != 0) sink_clear(&row);
-        if (r < 0) goto fail;
-        if (r == DECLINE_REC) break;
-        n_read++;
-        if (r == 1) {
-            if (idc_add(&rc_, id, read_ids) || idc_add(&uc_, id, unk_ids)) goto fail;
-            n_unk++;
-            continue;
-        }
-        seq++;
-        int bad = idc_add(&rc_, id, read_ids) || nb_add_row(self, &row, seq, &out);
-        sink_clear(&row);
-        if (bad) goto fail;
-        n_norm++;
+        t = nb_take(self, &a, &row, r, id);
+        if (t) break;
     }
-    if (idc_flush(&rc_, read_ids) || idc_flush(&uc_, unk_ids)) goto fail;
-    PyObject *res = Py_BuildValue("(iLlllO)", i, seq, n_read, n_norm, n_unk, out ? out : Py_None);
-    Py_XDECREF(out);
+    if (nb_run_end(&a, t >= 0)) return NULL;
+    PyObject *res = Py_BuildValue("(iLlllO)", i, a.seq, a.n_read, a.n_norm, a.n_unk,
+                                  a.out ? a.out : Py_None);
+    Py_XDECREF(a.out);
     return res;
-fail:
-    Py_XDECREF(out);
-    return NULL;
 }
 
 static int key_or_null(PyObject *o, PyObject **out) {

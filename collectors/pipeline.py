@@ -141,6 +141,21 @@ class CollectorPipeline:
             self.producer.send_batch(m)
             self.stats.batches += 1
 
+    def _count_run(self, k: int, n_norm: int, n_unk: int, out) -> None:
+        """A run of records the C path took (add_evtx / add_chunk): counters, and its full
+        batches to the producer."""
+        st, nz = self.stats, self.normalizer
+        st.read += k
+        self._epoch_read += k
+        st.normalized += n_norm
+        nz.normalized += n_norm
+        st.unknown += n_unk
+        nz.unknown += n_unk
+        if out is not None:
+            for x in out:
+                self.producer.send_batch(self.batcher.message(*x))
+                st.batches += 1
+
     def _process_block(self, blk: EvtxBlock, err, origin: str, raw, sid: str, pos) -> None:
         """The records of a block in order: runs of them in C (NativeBatcher.add_evtx), each
         record the C path declines through :meth:`process_item` (flat record, normalizer,
@@ -155,17 +170,7 @@ class CollectorPipeline:
         while i < n:
             stop, self._seq, n_norm, n_unk, out = nb.add_evtx(
                 datas, i, self._seq, st.event_ids, nz.unknown_ids)
-            k = stop - i
-            st.read += k
-            self._epoch_read += k
-            st.normalized += n_norm
-            nz.normalized += n_norm
-            st.unknown += n_unk
-            nz.unknown += n_unk
-            if out is not None:
-                for x in out:
-                    self.producer.send_batch(self.batcher.message(*x))
-                    st.batches += 1
+            self._count_run(stop - i, n_norm, n_unk, out)
             if stop >= n:
                 break
             self.process_item(*evtx_item(datas[stop], origin, blk.rids[stop], None, None))
@@ -187,16 +192,7 @@ class CollectorPipeline:
         while i < hi:
             stop, self._seq, k, n_norm, n_unk, out = nb.add_chunk(
                 data, i, hi, self._seq, st.event_ids, nz.unknown_ids)
-            st.read += k
-            self._epoch_read += k
-            st.normalized += n_norm
-            nz.normalized += n_norm
-            st.unknown += n_unk
-            nz.unknown += n_unk
-            if out is not None:
-                for x in out:
-                    self.producer.send_batch(self.batcher.message(*x))
-                    st.batches += 1
+            self._count_run(k, n_norm, n_unk, out)
             if stop >= hi:
                 break
             rec = chunk_flat(data, stop)        # the flat record, for the Python normalizer

@@ -518,43 +518,15 @@ def test_damaged_chunks_never_disagree_with_the_crate(tmp_path):
 
 # -- the pipeline -------------------------------------------------------------------------------
 
-_DIGEST = """
-import hashlib, json, sys
-sys.path.insert(0, {root!r})
-from tests.collectors.test_native import _run_pipeline
-from collectors import native
-prod, pipe, rep = _run_pipeline({path!r}, True)
-h = hashlib.sha256()
-for m in prod.batches:
-    h.update(repr((m.topic_kind, m.partition, m.key, m.n_events, m.last_seq)).encode())
-    h.update(m.value)
-for topic, value, headers in prod.raw:      # dead letters, without the time they were sent
-    h.update(repr((topic, value, sorted((k, v) for k, v in headers.items()
-                                        if k != "itdr-time-ms"))).encode())
-print(json.dumps({{"reader": native.evtx_reader(), "digest": h.hexdigest(),
-                  "counts": [rep["read"], rep["normalized"], rep["unknown"],
-                             rep["dead_lettered"]],
-                  "unknown_ids": sorted(pipe.normalizer.unknown_ids.items())}}))
-"""
-
-
 def _digests(path: str) -> dict:
-    """The pipeline's batches and dead letters over an EVTX file, in subprocesses: the
-    binary-XML reader, the crate's JSON scanned in C (ITDR_BINXML=0), and the Python path
+    """The pipeline's batches and dead letters over an EVTX file (test_native._digests), with
+    the binary-XML reader, the crate's JSON scanned in C (ITDR_BINXML=0), and the Python path
     (ITDR_NATIVE=0)."""
-    import json
-    import subprocess
-    import sys
-    root = str(Path(__file__).resolve().parents[2])
-    out = {}
-    for name, env in (("binxml", {}), ("crate-json", {"ITDR_BINXML": "0"}),
-                      ("python", {"ITDR_NATIVE": "0"})):
-        r = subprocess.run([sys.executable, "-c", _DIGEST.format(root=root, path=path)],
-                           capture_output=True, text=True, timeout=300,
-                           env={**os.environ, **env}, cwd=root)
-        assert r.returncode == 0, r.stderr[-2000:]
-        out[name] = json.loads(r.stdout.splitlines()[-1])
-        assert out[name]["reader"] == name
+    from .test_native import _digests as digests
+    out = digests(path, (("binxml", {}), ("crate-json", {"ITDR_BINXML": "0"}),
+                         ("python", {"ITDR_NATIVE": "0"})))
+    for name, got in out.items():
+        assert got["reader"] == name
     return out
 
 

@@ -568,27 +568,36 @@ h = hashlib.sha256()
 for m in prod.batches:
     h.update(repr((m.topic_kind, m.partition, m.key, m.n_events, m.last_seq)).encode())
     h.update(m.value)
-print(json.dumps({{"hot_path": native.status(), "digest": h.hexdigest(),
-                  "counts": [rep["read"], rep["normalized"], rep["unknown"]],
+for topic, value, headers in prod.raw:      # dead letters, without the time they were sent
+    h.update(repr((topic, value, sorted((k, v) for k, v in headers.items()
+                                        if k != "itdr-time-ms"))).encode())
+print(json.dumps({{"hot_path": native.status(), "reader": native.evtx_reader(),
+                  "digest": h.hexdigest(),
+                  "counts": [rep["read"], rep["normalized"], rep["unknown"],
+                             rep["dead_lettered"]],
                   "unknown_ids": sorted(pipe.normalizer.unknown_ids.items())}}))
 """
 
+NATIVE_AND_PYTHON = (("1", {"ITDR_NATIVE": "1"}), ("0", {"ITDR_NATIVE": "0"}))
 
-def _digests(path: str) -> dict:
-    """The pipeline's batches over an EVTX file in a subprocess with the extension ("1") and
-    without it ("0"): hot path, a digest of every batch, counters."""
+
+def _digests(path: str, variants=NATIVE_AND_PYTHON) -> dict:
+    """The pipeline's batches and dead letters over an EVTX file, in a subprocess per
+    variant (name, environment): hot path, EVTX reader, a digest of every batch and dead
+    letter, counters. By default with the extension ("1") and without it ("0")."""
     import json
     import subprocess
     import sys
     root = str(Path(__file__).resolve().parents[2])
     out = {}
-    for flag in ("1", "0"):
+    for name, env in variants:
         r = subprocess.run([sys.executable, "-c", _DIGEST.format(root=root, path=path)],
                            capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "ITDR_NATIVE": flag}, cwd=root)
+                           env={**os.environ, **env}, cwd=root)
         assert r.returncode == 0, r.stderr[-2000:]
-        out[flag] = json.loads(r.stdout.splitlines()[-1])
-    assert out["1"]["hot_path"] == "native" and out["0"]["hot_path"] == "python"
+        out[name] = json.loads(r.stdout.splitlines()[-1])
+    if variants is NATIVE_AND_PYTHON:
+        assert out["1"]["hot_path"] == "native" and out["0"]["hot_path"] == "python"
     return out
 
 
@@ -597,7 +606,7 @@ def test_the_whole_collector_path_gives_the_same_batches_without_the_extension(t
     the compiled Python normalizers and the Python batcher; byte for byte the batches of the
     C path."""
     out = _digests(_mixed_evtx(tmp_path))
-    assert out["1"]["counts"] == out["0"]["counts"] == [1500, 1250, 250]
+    assert out["1"]["counts"] == out["0"]["counts"] == [1500, 1250, 250, 0]
     assert out["1"]["unknown_ids"] == out["0"]["unknown_ids"]
     assert out["1"]["digest"] == out["0"]["digest"]
 
