@@ -1189,6 +1189,8 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t partitions, max_events, pending;
     int dual_key, wire;          /* wire: emit wire bytes (else the column tuple) */
+    long long time_offset;       /* ms added to the time of every row built in C (replay's
+                                  * --rebase-time; the Python path adds it to event dicts) */
     PyObject *source_ids, *key_hash, *hcache;
     unsigned char src_bits[8192];  /* source_ids below 65536 as a bitmap (the row path) */
     layout_t L;
@@ -1340,7 +1342,13 @@ static inline PyObject *row_str(sink_t *row, PyObject *f) {
     return (v != NULL && PyUnicode_GET_LENGTH(v)) ? v : NULL;
 }
 
+static PyObject *F_time_ms;              /* (defined with the normalizer's field names) */
+
 static int nb_add_row(NBatcher *self, sink_t *row, long long seq, PyObject **out) {
+    if (self->time_offset) {
+        int col = layout_col(&self->L, F_time_ms);
+        if (col >= 0 && col < self->L.k) row->num[col] += self->time_offset;
+    }
     PyObject *ip = row_str(row, S_src_ip), *host = row_str(row, S_src_host);
     int dual = 0;
     if (self->dual_key) {
@@ -1419,6 +1427,8 @@ static PyMemberDef nb_members[] = {
     {"wire", T_INT, offsetof(NBatcher, wire), 0,
      "emit the batches' wire bytes (stream.wire v2) instead of their columns"},
     {"partitions", T_PYSSIZET, offsetof(NBatcher, partitions), READONLY, "partitions"},
+    {"time_offset", T_LONGLONG, offsetof(NBatcher, time_offset), 0,
+     "ms added to the time of the rows add_evtx / add_chunk build (not to add()'s events)"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -72,7 +72,8 @@ class CollectorPipeline:
                  poll_interval_s: float = 1.0, sensor_id: str = "",
                  transform: Callable[[dict], dict] | None = None,
                  on_tick: Callable[["CollectorPipeline"], None] | None = None,
-                 budget: int = 8192):
+                 budget: int = 8192, time_offset_ms: int = 0,
+                 on_events: Callable[[int], None] | None = None):
         self.producer = producer
         self.topics = topics
         self.dlq_topic = topics.name("dlq")
@@ -80,6 +81,13 @@ class CollectorPipeline:
         self.checkpoints = checkpoints
         self.batcher = Batcher(topics.partitions, batch_events, dual_key)
         self.normalizer = Normalizer()
+        # replay: ms added to every event's time (--rebase-time), and a callback with the
+        # number of events normalized so far in each step of work (pacing, progress); both
+        # keep the C path, unlike a transform
+        self.time_offset_ms = int(time_offset_ms)
+        self.on_events = on_events
+        if self.batcher.native is not None:
+            self.batcher.native.time_offset = self.time_offset_ms
         # EVTX records in blocks, straight to events and batches in C (the same events and
         # batches as the per-record path; records the C path declines take that path)
         self._native_blocks = self.batcher.native and transform is None
@@ -133,9 +141,13 @@ class CollectorPipeline:
         if ev is None:
             self.stats.unknown += 1
             return
+        if self.time_offset_ms:
+            ev["time_ms"] = ev["time_ms"] + self.time_offset_ms
         if self.transform is not None:
             ev = self.transform(ev)
         self.stats.normalized += 1
+        if self.on_events is not None:
+            self.on_events(1)
         self._seq += 1
         for m in self.batcher.add(ev, self._seq):
             self.producer.send_batch(m)
@@ -155,6 +167,8 @@ class CollectorPipeline:
             for x in out:
                 self.producer.send_batch(self.batcher.message(*x))
                 st.batches += 1
+        if n_norm and self.on_events is not None:
+            self.on_events(n_norm)
 
     def _process_block(self, blk: EvtxBlock, err, origin: str, raw, sid: str, pos) -> None:
         """The records of a block in order: runs of them in C (NativeBatcher.add_evtx), each

@@ -31,7 +31,10 @@ from .files import expand_paths
 
 
 class _Pacer:
-    """transform hook: rebases times and paces normalized events."""
+    """Paces normalized events and prints progress: :meth:`events` (the pipeline's
+    ``on_events``: ``--rate`` and unpaced replay keep the C path, the time offset applied by
+    the pipeline) or, for ``--speed`` (event-time pacing, per event), the transform hook that
+    also rebases times."""
 
     def __init__(self, pipe_ref, rate: float, speed: float, offset_ms: int, total: int,
                  progress: bool):
@@ -45,6 +48,7 @@ class _Pacer:
         self.total = total
         self.progress = progress
         self._last_print = 0.0
+        self._next_wait = 64
 
     def _wait_until(self, t: float) -> None:
         prod = self.pipe_ref[0].producer
@@ -53,6 +57,25 @@ class _Pacer:
             if d <= 0:
                 return
             prod.poll(min(d, 0.05))
+
+    def events(self, k: int) -> None:
+        """``k`` more events normalized (pipeline ``on_events``)."""
+        self.n += k
+        n = self.n
+        if self.rate > 0 and n >= self._next_wait:
+            self._next_wait = n + 64
+            self._wait_until(self.t0 + n / self.rate)
+        if self.progress:
+            self._print(n)
+
+    def _print(self, n: int) -> None:
+        now = time.monotonic()
+        if now - self._last_print >= 0.5:
+            self._last_print = now
+            el = max(now - self.t0, 1e-9)
+            tot = f"/{self.total:,}" if self.total else ""
+            sys.stderr.write(f"\rreplay: {n:,}{tot} events  {n / el:,.0f}/s   ")
+            sys.stderr.flush()
 
     def __call__(self, ev: dict) -> dict:
         if self.offset_ms:
@@ -69,34 +92,52 @@ class _Pacer:
             if target - time.monotonic() > 0.002:
                 self._wait_until(target)
         if self.progress and n % 1024 == 0:
-            now = time.monotonic()
-            if now - self._last_print >= 0.5:
-                self._last_print = now
-                el = max(now - self.t0, 1e-9)
-                tot = f"/{self.total:,}" if self.total else ""
-                sys.stderr.write(f"\rreplay: {n:,}{tot} events  {n / el:,.0f}/s   ")
-                sys.stderr.flush()
+            self._print(n)
         return ev
 
 
 def _last_time(paths: list[str]) -> tuple[int, int]:
-    """(max event time, normalized events) over the files -- one pre-pass."""
+    """(max event time, normalized events) over the files -- one pre-pass. EVTX chunks are
+    read by the C chunk reader (``chunk_event``; a record it declines through the reader's
+    flat record or the crate, as in the pipeline), everything else record by record."""
+    from . import native
+    from .evtx_source import EvtxChunk, evtx_item
     from .normalize import Normalizer
 
     norm = Normalizer()
     mx = 0
     n = 0
-    for rec, _err, *_ in FileSource(paths, follow=False).poll():
+
+    def event(rec):
+        try:
+            return norm.normalize(rec)
+        except ITDRError:
+            return None
+
+    def chunk_events(blk: EvtxChunk):
+        ext = native.ext
+        for i in range(blk.lo, blk.hi):
+            ev = ext.chunk_event(blk.data, i)
+            if ev is None:
+                rec = ext.chunk_flat(blk.data, i)
+                if rec is None:
+                    rid, data, err = blk.crate_item(i)
+                    rec = None if err is not None else evtx_item(data, "", rid, None, None)[0]
+                ev = None if rec is None else event(rec)
+            if ev is not None and not isinstance(ev, int):
+                yield ev
+
+    src = FileSource(paths, follow=False)
+    src.native_blocks = native.BINXML
+    for rec, _err, *_ in src.poll():
         if rec is None:
             continue
-        try:
-            ev = norm.normalize(rec)
-        except ITDRError:
-            continue
-        if ev is not None:
-            n += 1
-            if ev["time_ms"] > mx:
-                mx = ev["time_ms"]
+        evs = chunk_events(rec) if rec.__class__ is EvtxChunk else (event(rec),)
+        for ev in evs:
+            if ev is not None:
+                n += 1
+                if ev["time_ms"] > mx:
+                    mx = ev["time_ms"]
     return mx, n
 
 
@@ -132,10 +173,16 @@ def run_replay(settings, paths: list[str], *, rate: float = 0, speed: float = 0,
             pacer.ev_t0 = None
             if speed > 0:
                 pacer.t0 = time.monotonic()
+            # --speed paces each event by its time: a transform (the per-record path); --rate
+            # and unpaced replay pace runs of events and keep the C path
+            per_event = speed > 0
             pipe = CollectorPipeline(prod, settings.topics,
                                      sources=[FileSource(files, follow=False)],
                                      batch_events=cs.batch_events, linger_ms=cs.linger_ms,
-                                     dual_key=cs.dual_key, transform=pacer,
+                                     dual_key=cs.dual_key,
+                                     transform=pacer if per_event else None,
+                                     time_offset_ms=0 if per_event else pacer.offset_ms,
+                                     on_events=None if per_event else pacer.events,
                                      sensor_id=f"replay:{cs.resolved_sensor_id()}")
             ref[0] = pipe
             rep = pipe.run(stop, flush_timeout=cs.delivery_timeout_s)
