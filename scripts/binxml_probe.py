@@ -1,5 +1,6 @@
-"""Feasibility probe for the collector's next step, a C reader of EVTX binary XML (not part of
-the product; see docs/collectors.md, "Throughput"). Reads the chunks of `itdr bench collect`'s
+"""The feasibility probe (session 9) of the C reader of EVTX binary XML that the collector has
+since session 10 (collectors/_native.c, docs/collectors.md "The binary-XML reader"); not part
+of the product, kept to survey new inputs. Reads the chunks of `itdr bench collect`'s
 assembled input, walks each record's template instance (the outer template: System plus a
 BinXml substitution carrying the event's own template instance), and prints:
 
