@@ -2587,29 +2587,15 @@ typedef struct {
     bx_op *ops;
 } bx_tmpl;
 
-/* the templates of the chunk being read (keyed by the chunk object, which is held) */
+/* the compiled templates of the chunk being read (chunk_get below empties them when another
+ * chunk comes) */
 static struct {
-    PyObject *chunk;
     int nt, nops;
     size_t an;
     bx_tmpl t[BX_MAXT];
     bx_op ops[BX_MAXOPS];
     char arena[BX_ARENA];
 } *bxc = NULL;
-
-static int bx_bind(PyObject *chunk) {
-    if (bxc == NULL) {
-        bxc = PyMem_Calloc(1, sizeof *bxc);
-        if (bxc == NULL) { PyErr_NoMemory(); return -1; }
-    }
-    if (bxc->chunk != chunk) {
-        Py_INCREF(chunk);
-        Py_XSETREF(bxc->chunk, chunk);
-        bxc->nt = bxc->nops = 0;
-        bxc->an = 0;
-    }
-    return 0;
-}
 
 /* a name reference at p (4-byte chunk offset; the name follows inline when the offset points
  * just past it): its UTF-16 text; *after = where the next token starts; FAIL if out of bounds */
@@ -3429,7 +3415,8 @@ static int chunk_layout(const unsigned char *c, Py_ssize_t len, uint32_t *offs, 
     return n;
 }
 
-/* a chunk's layout, cached for the chunk object last asked about */
+/* a chunk's layout, cached for the chunk object last asked about (held); its templates are
+ * in bxc */
 static struct {
     PyObject *chunk;
     int n;
@@ -3444,15 +3431,24 @@ static int chunk_get(PyObject *chunk) {
     }
     if (chl == NULL) {
         chl = PyMem_Calloc(1, sizeof *chl);
-        if (chl == NULL) { PyErr_NoMemory(); return -2; }
+        bxc = PyMem_Calloc(1, sizeof *bxc);
+        if (chl == NULL || bxc == NULL) {
+            PyMem_Free(chl);
+            PyMem_Free(bxc);
+            chl = NULL;
+            bxc = NULL;
+            PyErr_NoMemory();
+            return -2;
+        }
     }
     if (chl->chunk != chunk) {
         Py_INCREF(chunk);
         Py_XSETREF(chl->chunk, chunk);
         chl->n = chunk_layout((const unsigned char *)PyBytes_AS_STRING(chunk),
                               PyBytes_GET_SIZE(chunk), chl->offs, chl->sizes, chl->rids);
+        bxc->nt = bxc->nops = 0;
+        bxc->an = 0;
     }
-    if (bx_bind(chunk)) return -2;
     return chl->n;
 }
 

@@ -378,15 +378,17 @@ class EvtxChunk:
                 return it
         return rid, None, ParseError(f"corrupt EVTX record: record {rid} not readable")
 
-
-def _read_exact(f, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        b = f.read(n - len(out))
-        if not b:
-            break
-        out += b
-    return out
+    def declined_item(self, i: int, origin: str) -> Item:
+        """The per-record item of record ``i``, which the C normalizer declined: the flat
+        record the reader gives (``chunk_flat``; non-ASCII text decoded), else what the crate
+        gives (:meth:`crate_item`: a flat record, a dropped id's stub, or the error)."""
+        rec = native.ext.chunk_flat(self.data, i)
+        if rec is not None:
+            return rec, None, f"{origin}#{self.rids[i]}", None, None, None
+        rid, data, err = self.crate_item(i)
+        if err is not None:
+            return None, err, origin, b"", None, None      # as on the crate's path
+        return evtx_item(data, origin, rid, None, None)
 
 
 class FileSource:
@@ -545,16 +547,23 @@ class FileSource:
         if self.native_blocks and _NATIVE_FLAT is not None:
             yield from self._evtx_blocks(src, origin, sid, last, first)
             return
-        for rid, data, err in iter_evtx_records(src, last, self.evtx_threads):
-            if first is None and err is None:
-                first = rid
+        yield from self._record_items(iter_evtx_records(src, last, self.evtx_threads), origin,
+                                      sid, first)
+
+    def _record_items(self, records, origin: str, sid: str, first: int | None):
+        """Pipeline items of ``(record_id, json | None, error | None)`` triples, positions
+        kept; returns the first record id (``yield from``'s value)."""
+        for rid, data, err in records:
             if err is not None:
                 yield None, err, origin, b"", sid, None
                 continue
+            if first is None:
+                first = rid
             self.records_read += 1
             p = {"record_id": rid, "first_record_id": first}
             self.positions[sid] = p
             yield evtx_item(data, origin, rid, sid, p)
+        return first
 
     def _evtx_blocks(self, src, origin: str, sid: str, last: int,
                      first: int | None) -> Iterator[Item]:
@@ -576,18 +585,22 @@ class FileSource:
         yielded one by one as :meth:`_evtx_records` does. What the crate skips is skipped
         too: all-zero (preallocated) chunks, and the partial chunk a truncated copy ends
         with (reported by :meth:`_evtx_source`)."""
-        f = open(src, "rb") if isinstance(src, str) else src
+        if not isinstance(src, str):
+            src.seek(0)
+        # buffered: read(n) gives n bytes short of the end (a view's raw reads stop at its
+        # segment boundaries)
+        f = open(src, "rb") if isinstance(src, str) else io.BufferedReader(src, EVTX_CHUNK)
         try:
-            f.seek(0)
-            header = _read_exact(f, EVTX_FILE_HEADER)
+            header = f.read(EVTX_FILE_HEADER)
             if len(header) < EVTX_FILE_HEADER or not header.startswith(EVTX_MAGIC):
-                f.seek(0)               # a header the crate judges: its path, its errors
+                if not isinstance(src, str):
+                    src.seek(0)         # a header the crate judges: its path, its errors
                 yield from self._evtx_blocks(src, origin, sid, last, first)
                 return
             chunk_records = native.ext.chunk_records
             k = -1
             while True:
-                c = _read_exact(f, EVTX_CHUNK)
+                c = f.read(EVTX_CHUNK)
                 k += 1
                 if len(c) < EVTX_CHUNK:
                     return
@@ -595,19 +608,12 @@ class FileSource:
                 if r is None:
                     if c.count(0) == EVTX_CHUNK:
                         continue
-                    for rid, data, err in iter_evtx_records(io.BytesIO(header + c), last):
-                        if err is not None:
-                            if k:           # the chunk's number in the file, not in the copy
-                                err = ParseError(str(err).replace("chunk number 0:",
-                                                                  f"chunk number {k}:", 1))
-                            yield None, err, origin, b"", sid, None
-                            continue
-                        if first is None:
-                            first = rid
-                        self.records_read += 1
-                        p = {"record_id": rid, "first_record_id": first}
-                        self.positions[sid] = p
-                        yield evtx_item(data, origin, rid, sid, p)
+                    # the chunk's number in the crate's errors: in the file, not in the copy
+                    recs = ((rid, data, err if err is None or not k else ParseError(
+                        str(err).replace("chunk number 0:", f"chunk number {k}:", 1)))
+                            for rid, data, err in iter_evtx_records(io.BytesIO(header + c),
+                                                                    last))
+                    first = yield from self._record_items(recs, origin, sid, first)
                     continue
                 n, lo, rids = r
                 if lo >= n:
@@ -620,8 +626,8 @@ class FileSource:
                 self.positions[sid] = p
                 yield blk, None, origin, None, sid, p
         finally:
-            if f is not src:
-                f.close()
+            if isinstance(src, str):
+                f.close()           # a view is closed by its opener (_evtx)
 
     # -- text --------------------------------------------------------------------------------
     def _text(self, path: Path, sid: str, st: os.stat_result) -> Iterator[Item]:

@@ -20,7 +20,6 @@ from stream.metrics import (COLLECTOR_CHECKPOINT_LAG, COLLECTOR_EVENTS_DEAD_LETT
                             COLLECTOR_EVENTS_UNKNOWN)
 from stream.settings import DEFAULT_BATCH_EVENTS, TopicSettings
 
-from . import native
 from .batcher import Batcher
 from .evtx_source import EvtxBlock, EvtxChunk, evtx_item
 from .checkpoint import CheckpointStore
@@ -193,13 +192,12 @@ class CollectorPipeline:
     def _process_chunk(self, blk: EvtxChunk, err, origin: str, raw, sid: str, pos) -> None:
         """The records of an EVTX chunk in order: runs of them read in C from the chunk's
         binary XML (NativeBatcher.add_chunk). A record the C normalizer declines (a value it
-        does not fold, such as a non-ASCII name) goes through :meth:`process_item` as the
-        flat record the reader gives (``chunk_flat``), or, when the reader declines that too,
-        as the crate gives it (:meth:`EvtxChunk.crate_item`)."""
+        does not fold, such as a non-ASCII name) goes through :meth:`process_item` as
+        :meth:`EvtxChunk.declined_item` gives it (the reader's flat record, else the
+        crate's)."""
         if pos is not None and sid is not None:
             self._positions[sid] = pos
         nb = self.batcher.native
-        chunk_flat = native.ext.chunk_flat
         st, nz = self.stats, self.normalizer
         data, hi = blk.data, blk.hi
         i = blk.lo
@@ -209,16 +207,7 @@ class CollectorPipeline:
             self._count_run(k, n_norm, n_unk, out)
             if stop >= hi:
                 break
-            rec = chunk_flat(data, stop)        # the flat record, for the Python normalizer
-            if rec is not None:
-                self.process_item(rec, None, f"{origin}#{blk.rids[stop]}", None, None, None)
-                i = stop + 1
-                continue
-            rid, js, e = blk.crate_item(stop)   # what the reader does not take: the crate's
-            if e is not None:
-                self.process_item(None, e, origin, b"", None, None)   # as the crate's path
-            else:
-                self.process_item(*evtx_item(js, origin, rid, None, None))
+            self.process_item(*blk.declined_item(stop, origin))
             i = stop + 1
 
     def _pump(self, i: int, src, now: float) -> tuple[int, bool]:

@@ -101,7 +101,7 @@ def _last_time(paths: list[str]) -> tuple[int, int]:
     read by the C chunk reader (``chunk_event``; a record it declines through the reader's
     flat record or the crate, as in the pipeline), everything else record by record."""
     from . import native
-    from .evtx_source import EvtxChunk, evtx_item
+    from .evtx_source import EvtxChunk
     from .normalize import Normalizer
 
     norm = Normalizer()
@@ -115,14 +115,10 @@ def _last_time(paths: list[str]) -> tuple[int, int]:
             return None
 
     def chunk_events(blk: EvtxChunk):
-        ext = native.ext
         for i in range(blk.lo, blk.hi):
-            ev = ext.chunk_event(blk.data, i)
-            if ev is None:
-                rec = ext.chunk_flat(blk.data, i)
-                if rec is None:
-                    rid, data, err = blk.crate_item(i)
-                    rec = None if err is not None else evtx_item(data, "", rid, None, None)[0]
+            ev = native.ext.chunk_event(blk.data, i)
+            if ev is None:                      # declined: as the pipeline takes it
+                rec = blk.declined_item(i, "")[0]
                 ev = None if rec is None else event(rec)
             if ev is not None and not isinstance(ev, int):
                 yield ev
